@@ -1,0 +1,5 @@
+import sys
+
+from aeforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,285 @@
+"""Experiment configuration: YAML files loaded into frozen dataclasses.
+
+An experiment file has sections (``data``, ``model``, ``quant``, ``train``; later stages add
+theirs). Every key is checked: an unknown key, a wrong type or a bad value raises
+:class:`~aeforge.errors.ConfigError` naming the file, line and dotted field, e.g.
+``econt.yaml:7: model.filtres: unknown key (did you mean 'filters'?)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aeforge.errors import ConfigError, QuantizationError
+from aeforge.fixedpoint import FixedPoint
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    """Parameters of the embedded synthetic HGCAL generator (see ``aeforge.data.hgcal.synthetic``)."""
+
+    n_events: int = 60_000
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where events come from and how they are split."""
+
+    source: str = "synthetic"  # "synthetic" or a path to a CALQ CSV file
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    max_rows: int | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.5:
+                raise ConfigError(f"data.{name}: must be in (0, 0.5), got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the ECON-T autoencoder (encoder on detector, decoder off detector)."""
+
+    family: str = "econt"
+    filters: int = 8
+    kernel_size: int = 3
+    stride: int = 2
+    latent_dim: int = 16
+    decoder: str = "float"  # "float" or "quantized"
+    decoder_filters: int = 8
+
+    def __post_init__(self) -> None:
+        if self.family != "econt":
+            raise ConfigError(f"model.family: unknown model family {self.family!r}; available: 'econt'")
+        if self.decoder not in ("float", "quantized"):
+            raise ConfigError(f"model.decoder: expected 'float' or 'quantized', got {self.decoder!r}")
+        for name in ("filters", "kernel_size", "stride", "latent_dim", "decoder_filters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Fixed-point types of the encoder, defaults matching the published ECON-T design.
+
+    Each field takes a type string (``ap_fixed<6,2,AP_RND_CONV,AP_SAT>``; omitted modes mean
+    ``AP_TRN``/``AP_WRAP`` as in Vitis) or a mapping ``{bits, int_bits | scale, signed, rounding,
+    overflow}``. ``latent_bits`` (3/5/7/9 for 2..5 e-links), when set, overrides the latent width.
+    """
+
+    input: FixedPoint = FixedPoint(11, 4)
+    weight: FixedPoint = FixedPoint(6, 2)
+    bias: FixedPoint = FixedPoint(6, 2)
+    conv_activation: FixedPoint = FixedPoint(12, 3, signed=False)
+    latent: FixedPoint = FixedPoint(9, 1, signed=False)
+    latent_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.latent_bits is not None:
+            if not 1 <= self.latent_bits <= 32:
+                raise ConfigError(f"quant.latent_bits: must be in 1..32, got {self.latent_bits}")
+            object.__setattr__(self, "latent", dataclasses.replace(self.latent, bits=self.latent_bits))
+            object.__setattr__(self, "latent_bits", None)
+        if self.latent.signed or self.conv_activation.signed:
+            raise ConfigError("quant: ReLU output types (conv_activation, latent) must be unsigned")
+        if not self.weight.signed or not self.bias.signed:
+            raise ConfigError("quant: weight and bias types must be signed")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: float pre-training, then quantization-aware fine-tuning."""
+
+    seed: int = 0
+    loss: str = "telescope"
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    float_epochs: int = 30
+    qat_epochs: int = 15
+    qat_learning_rate: float = 1e-3
+    patience: int = 5
+    min_delta: float = 0.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size: must be >= 1, got {self.batch_size}")
+        for name in ("learning_rate", "qat_learning_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"train.{name}: must be a positive number, got {value}")
+        if self.float_epochs < 0 or self.qat_epochs < 0 or self.float_epochs + self.qat_epochs == 0:
+            raise ConfigError("train: float_epochs and qat_epochs must be >= 0 and not both 0")
+        if self.patience < 1:
+            raise ConfigError(f"train.patience: must be >= 1, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment file."""
+
+    name: str = "econt"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def to_dict(config: Any) -> Any:
+    """Plain (JSON/YAML-ready) form of a config dataclass; fixed-point types become type strings."""
+    if isinstance(config, FixedPoint):
+        return config.ap_type()
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML file; ``overrides`` maps dotted keys to values applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config: {error}") from None
+    return parse_config(text, source=str(path), overrides=overrides)
+
+
+def parse_config(
+    text: str, source: str = "<config>", overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Parse YAML text into an :class:`ExperimentConfig` (see :func:`load_config`)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    lines: dict[str, int] = {}
+    raw = {} if node is None else _construct(node, "", lines, source)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}:1: the config must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return build_dataclass(ExperimentConfig, raw, "", lines, source)
+
+
+def _construct(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> Any:
+    """Turn a composed YAML node into Python values, recording the line of every mapping key."""
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            dotted = f"{path}.{key}" if path else str(key)
+            if key in result:
+                raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: {dotted}: duplicate key")
+            lines[dotted] = key_node.start_mark.line + 1
+            result[key] = _construct(value_node, dotted, lines, source)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, f"{path}[{i}]", lines, source) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    target = raw
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    target[parts[-1]] = value
+
+
+def build_dataclass(cls: type, raw: Any, path: str, lines: dict[str, int], source: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types; errors name file:line field."""
+
+    def where(dotted: str) -> str:
+        line = lines.get(dotted) or lines.get(path)
+        location = f"{source}:{line}" if line else source
+        return f"{location}: {dotted or '(top level)'}"
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where(path)}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"{where(dotted)}: unknown key{hint}")
+        values[key] = _convert(hints[key], value, dotted, lines, source, where)
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        line = lines.get(path)
+        prefix = f"{source}:{line}: " if line else f"{source}: "
+        raise ConfigError(prefix + str(error)) from None
+
+
+def _convert(hint: Any, value: Any, dotted: str, lines: dict[str, int], source: str, where: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        non_none = [o for o in options if o is not type(None)]
+        return _convert(non_none[0], value, dotted, lines, source, where)
+    if hint is FixedPoint:
+        try:
+            return FixedPoint.from_config(value, where="")
+        except QuantizationError as error:
+            raise ConfigError(f"{where(dotted)}: {error}") from None
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, dotted, lines, source)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where(dotted)}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where(dotted)}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where(dotted)}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where(dotted)}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where(dotted)}: expected a string, got {value!r}")
+        return value
+    return value
