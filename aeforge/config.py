@@ -8,6 +8,7 @@ theirs). Every key is checked: an unknown key, a wrong type or a bad value raise
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -269,10 +270,8 @@ def _convert(hint: Any, value: Any, dotted: str, lines: dict[str, int], source: 
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where(dotted)}: expected a number, got {value!r}")
         if not math.isfinite(value):

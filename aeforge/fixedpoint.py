@@ -41,6 +41,8 @@ OVERFLOW_MODES = ("SAT", "SAT_SYM", "SAT_ZERO", "WRAP")
 ``WRAP`` keeps the low ``bits`` bits (two's complement wrap-around)."""
 
 MAX_BITS = 64
+NUMERIC_MAX_BITS = 53
+"""Widest type the numpy reference (:meth:`FixedPoint.quantize`, codes, bits) computes exactly."""
 _TYPE_PATTERN = re.compile(
     r"^\s*(?P<prefix>ap_)?(?P<kind>fixed|ufixed)\s*<\s*(?P<args>[^<>]*)>\s*$", re.IGNORECASE
 )
@@ -81,6 +83,9 @@ class FixedPoint:
             raise QuantizationError(
                 f"unknown overflow mode {self.overflow!r}; expected one of {', '.join(OVERFLOW_MODES)}"
             )
+        integer_flag = isinstance(self.signed, (int, np.integer)) and self.signed in (0, 1)
+        if not (isinstance(self.signed, (bool, np.bool_)) or integer_flag):
+            raise QuantizationError(f"fixed-point signed must be true or false, got {self.signed!r}")
         object.__setattr__(self, "rounding", rounding)
         object.__setattr__(self, "overflow", overflow)
         object.__setattr__(self, "signed", bool(self.signed))
@@ -148,14 +153,20 @@ class FixedPoint:
         overflow = args[3] if len(args) > 3 else "WRAP"
         if len(args) > 4 and args[4] not in ("0", ""):
             raise QuantizationError(f"fixed-point type {text!r}: saturation bits N != 0 are not supported")
-        return cls(bits, int_bits, signed=match["kind"].lower() == "fixed", rounding=rounding, overflow=overflow)
+        try:
+            return cls(bits, int_bits, signed=match["kind"].lower() == "fixed", rounding=rounding, overflow=overflow)
+        except QuantizationError as error:
+            raise QuantizationError(f"fixed-point type {text!r}: {error}") from None
 
     @classmethod
     def from_scale(
         cls, bits: int, scale: float, signed: bool = True, rounding: str = "RND_CONV", overflow: str = "SAT"
     ) -> FixedPoint:
         """Build the type of a uniform quantizer with step ``scale``; refuses non-power-of-two steps."""
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
+            raise QuantizationError(f"quantizer scale must be a positive finite number, got {scale!r}")
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale > 0):
             raise QuantizationError(f"quantizer scale must be a positive finite number, got {scale!r}")
         mantissa, exponent = math.frexp(scale)
         if mantissa != 0.5:
@@ -268,19 +279,34 @@ class FixedPoint:
         raise QuantizationError(f"{where}: unsupported QKeras quantizer {name!r}")
 
     # ------------------------------------------------------------------ numeric semantics
+    def _check_numeric(self) -> None:
+        if self.bits > NUMERIC_MAX_BITS:
+            raise QuantizationError(
+                f"{self.ap_type()}: the numpy reference handles at most {NUMERIC_MAX_BITS} bits "
+                "(codes must be exact in float64)"
+            )
+
     def round_to_codes(self, values: np.ndarray) -> np.ndarray:
-        """Apply the rounding mode to ``values / lsb``; returns unbounded float64 integers."""
-        scaled = np.ldexp(np.asarray(values, dtype=np.float64), self.frac_bits)
-        if not np.all(np.isfinite(scaled)):
+        """Apply the rounding mode to ``values / lsb``; returns unbounded float64 integers.
+
+        Values too large for ``values / lsb`` to be a finite double come back as +-inf (they
+        overflow any type); non-finite inputs are refused.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
             raise QuantizationError(f"cannot quantize non-finite values to {self.ap_type()}")
+        with np.errstate(over="ignore"):
+            scaled = np.ldexp(values, self.frac_bits)
         floor = np.floor(scaled)
-        remainder = scaled - floor
         if self.rounding == "TRN":
-            return floor
+            # ldexp may underflow a tiny negative value to -0.0 when the LSB is above 1
+            return np.where((floor == 0) & (values < 0), -1.0, floor)
         if self.rounding == "TRN_ZERO":
             return np.trunc(scaled)
         if self.rounding == "RND_CONV":
             return np.round(scaled)
+        with np.errstate(invalid="ignore"):
+            remainder = scaled - floor
         tie = remainder == 0.5
         nearest = np.where(remainder > 0.5, floor + 1, floor)
         tie_value = {
@@ -292,21 +318,25 @@ class FixedPoint:
         return np.where(tie, tie_value, nearest)
 
     def handle_overflow(self, codes: np.ndarray) -> np.ndarray:
-        """Apply the overflow mode to integer codes (float64 or int)."""
+        """Apply the overflow mode to integer codes (float64; +-inf stands for huge values)."""
+        self._check_numeric()
         codes = np.asarray(codes, dtype=np.float64)
         low, high = self.min_code, self.max_code
         if self.overflow in ("SAT", "SAT_SYM"):
             return np.clip(codes, low, high)
         if self.overflow == "SAT_ZERO":
             return np.where((codes < low) | (codes > high), 0.0, codes)
+        # WRAP: keep the low `bits` bits. fmod of exact float integers by a power of two is exact;
+        # a code too large for a double is a multiple of 2**bits (its low bits are all zero).
         span = float(1 << self.bits)
-        low_wrap = -(span / 2) if self.signed else 0.0
-        return np.mod(codes - low_wrap, span) + low_wrap
+        with np.errstate(invalid="ignore"):
+            wrapped = np.where(np.isinf(codes), 0.0, np.mod(codes, span))
+        if self.signed:
+            wrapped = np.where(wrapped >= span / 2, wrapped - span, wrapped)
+        return wrapped + 0.0  # no negative zeros
 
     def to_codes(self, values: np.ndarray) -> np.ndarray:
         """Quantize ``values`` and return the integer codes (int64): ``value = code * lsb``."""
-        if self.bits > 63:
-            raise QuantizationError(f"{self.ap_type()} codes do not fit int64")
         return self.handle_overflow(self.round_to_codes(values)).astype(np.int64)
 
     def from_codes(self, codes: np.ndarray) -> np.ndarray:
@@ -330,7 +360,11 @@ class FixedPoint:
 
     def from_bits(self, patterns: np.ndarray) -> np.ndarray:
         """Values of unsigned ``bits``-wide RTL bit patterns (inverse of :meth:`to_bits`)."""
-        patterns = np.asarray(patterns).astype(np.int64)
+        self._check_numeric()
+        raw = np.asarray(patterns)
+        if raw.dtype.kind == "f" and np.any(raw != np.round(raw)):
+            raise QuantizationError("bit patterns must be integers")
+        patterns = raw.astype(np.int64)
         if np.any((patterns < 0) | (patterns >= (1 << self.bits))):
             raise QuantizationError(f"bit pattern out of range for {self.bits}-bit {self.ap_type()}")
         if self.signed:

@@ -72,7 +72,7 @@ def test_tampered_file_is_detected(tmp_path: Path) -> None:
 def test_load_run_errors(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not found"):
         load_run(tmp_path / "none")
-    with pytest.raises(ArtifactError, match="card.json missing"):
+    with pytest.raises(ArtifactError, match=r"card\.json missing"):
         load_run(tmp_path)
     (tmp_path / CARD_NAME).write_text("{not json")
     with pytest.raises(ArtifactError, match="unreadable card"):

@@ -27,7 +27,11 @@ def test_defaults_match_published_econt_types() -> None:
 
 
 def test_values_types_and_overrides() -> None:
-    text = "model:\n  filters: 4\nquant:\n  latent_bits: 5\n  weight: {bits: 5, scale: 0.125}\ntrain:\n  learning_rate: 1e-3\n"
+    text = (
+        "model:\n  filters: 4\n"
+        "quant:\n  latent_bits: 5\n  weight: {bits: 5, scale: 0.125}\n"
+        "train:\n  learning_rate: 1e-3\n"
+    )
     config = parse_config(text, overrides={"train.qat_epochs": 3})
     assert config.model.filters == 4
     assert config.quant.latent == FixedPoint(5, 1, signed=False)
@@ -42,7 +46,10 @@ def test_values_types_and_overrides() -> None:
     [
         ("model:\n  filtres: 3\n", "x.yaml:2: model.filtres: unknown key (did you mean 'filters'?)"),
         ("train:\n  batch_size: big\n", "x.yaml:2: train.batch_size: expected an integer"),
-        ("quant:\n  weight: {bits: 6, scale: 0.3}\n", "x.yaml:2: quant.weight: quantizer scale 0.3 is not a power of two"),
+        (
+            "quant:\n  weight: {bits: 6, scale: 0.3}\n",
+            "x.yaml:2: quant.weight: quantizer scale 0.3 is not a power of two",
+        ),
         ("quant:\n  weight: ap_fixd<6,2>\n", "x.yaml:2: quant.weight: cannot parse fixed-point type"),
         ("model:\n  decoder: conv\n", "model.decoder: expected 'float' or 'quantized'"),
         ("data:\n  val_fraction: .nan\n", "x.yaml:2: data.val_fraction: expected a finite number"),
