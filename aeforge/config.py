@@ -105,13 +105,13 @@ class TrainConfig:
     """Optimisation: float pre-training, then quantization-aware fine-tuning."""
 
     seed: int = 0
-    loss: str = "telescope"
+    loss: str = "energy_mse"  # see aeforge.quantize.losses.LOSSES ("telescope" is the published one)
     batch_size: int = 256
     learning_rate: float = 3e-3
-    float_epochs: int = 30
-    qat_epochs: int = 15
+    float_epochs: int = 80
+    qat_epochs: int = 20
     qat_learning_rate: float = 1e-3
-    patience: int = 5
+    patience: int = 8
     min_delta: float = 0.0
     threads: int | None = None
 

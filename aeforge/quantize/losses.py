@@ -20,7 +20,10 @@ from aeforge.data.hgcal import geometry as geo
 from aeforge.errors import ConfigError, DataError
 
 __all__ = [
+    "ENERGY_MSE_WEIGHT",
     "LOSSES",
+    "energy_distance_loss",
+    "energy_mse_loss",
     "get_loss",
     "mse_loss",
     "telescope_loss",
@@ -138,7 +141,54 @@ def mse_loss(y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = 
     return _reduce(torch.square(y_true - y_pred).mean(dim=-1), reduction)
 
 
+ENERGY_MSE_WEIGHT = 300.0
+"""Weight of the MSE term in :func:`energy_mse_loss` (chosen by the EMD scan in its docstring)."""
+
+
+@functools.cache
+def _distance_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(geo.cell_distance_matrix(), dtype=dtype, device=device)
+
+
+def energy_distance_loss(
+    y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Energy distance between the unit-sum maps on the hexagonal cell geometry, per sample.
+
+    ``-(a - b)ᵀ D (a - b)`` with ``a, b`` the true and predicted maps (negative predictions clipped
+    to 0) normalised to unit sum and ``D`` the Euclidean distance between cell centres, the
+    ground metric of :func:`aeforge.quantize.metrics.emd`. It equals Székely's energy distance
+    ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` between the two charge distributions: zero only for equal
+    maps, geometry-aware like the EMD, and a quadratic form, so it costs one ``(N,48)x(48,48)``
+    product. It ignores the overall scale; :func:`energy_mse_loss` adds that back.
+    """
+    y_true = torch.as_tensor(y_true).to(dtype=y_pred.dtype, device=y_pred.device)
+    _check_pair(y_true, y_pred, geo.N_TRIGGER_CELLS, "energy_distance_loss")
+    positive = torch.relu(y_pred)
+    a = y_true / y_true.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    b = positive / positive.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    difference = a - b
+    distances = _distance_matrix(y_pred.dtype, y_pred.device)
+    return _reduce(-((difference @ distances) * difference).sum(dim=-1), reduction)
+
+
+def energy_mse_loss(y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """:func:`energy_distance_loss` + ``ENERGY_MSE_WEIGHT`` x :func:`mse_loss` (aeforge's default).
+
+    Measured here (float ECON-T AE, 40k synthetic events, 80 epochs, mean EMD on the real
+    CALQ sample; PCA-16 = 1.55): MSE alone 1.51-1.65, telescope 1.72-2.00, this loss with MSE
+    weight 1 / 10 / 100 / 300 / 1000 / 3000: 1.59 / 1.43 / 1.31 / 1.12-1.22 / 1.35 / 1.48.
+    The energy term places charge where the EMD wants it; the MSE term keeps the scale and the
+    cell-level detail.
+    """
+    energy = energy_distance_loss(y_true, y_pred, reduction="none")
+    squared = mse_loss(y_true, y_pred, reduction="none")
+    return _reduce(energy + ENERGY_MSE_WEIGHT * squared, reduction)
+
+
 LOSSES: dict[str, LossFn] = {
+    "energy_mse": energy_mse_loss,
+    "energy_distance": energy_distance_loss,
     "telescope": telescope_loss,
     "telescope_8x8": telescope_loss_8x8,
     "mse": mse_loss,

@@ -157,3 +157,49 @@ def test_registry_and_errors() -> None:
         telescope_loss(torch.zeros(1, 47), torch.zeros(1, 47))
     with pytest.raises(DataError):
         telescope_loss(torch.zeros(2, 48), torch.zeros(1, 48))
+
+
+# --------------------------------------------------------------------------- energy distance
+def _energy_reference(t: np.ndarray, p: np.ndarray) -> float:
+    """Székely's energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| written out with loops."""
+    from aeforge.data.hgcal.geometry import cell_distance_matrix
+
+    d = cell_distance_matrix()
+    a, b = t / t.sum(), np.maximum(p, 0) / np.maximum(p, 0).sum()
+    cross = sum(a[i] * b[j] * d[i, j] for i in range(48) for j in range(48))
+    self_a = sum(a[i] * a[j] * d[i, j] for i in range(48) for j in range(48))
+    self_b = sum(b[i] * b[j] * d[i, j] for i in range(48) for j in range(48))
+    return 2 * cross - self_a - self_b
+
+
+def test_energy_distance_matches_the_definition() -> None:
+    from aeforge.quantize.losses import energy_distance_loss
+
+    rng = np.random.default_rng(5)
+    t = rng.random((3, 48)) * (rng.random((3, 48)) < 0.3) + 1e-3
+    p = rng.normal(0.2, 0.3, size=(3, 48))
+    got = energy_distance_loss(torch.as_tensor(t), torch.as_tensor(p), reduction="none").numpy()
+    np.testing.assert_allclose(got, [_energy_reference(t[k], p[k]) for k in range(3)], rtol=1e-10)
+
+
+def test_energy_distance_of_a_moved_unit_charge_is_twice_the_distance() -> None:
+    from aeforge.data.hgcal.geometry import cell_distance_matrix
+    from aeforge.quantize.losses import energy_distance_loss
+
+    t, p = torch.zeros(1, 48, dtype=torch.float64), torch.zeros(1, 48, dtype=torch.float64)
+    t[0, 3], p[0, 40] = 1.0, 5.0  # scale does not matter
+    assert energy_distance_loss(t, p).item() == pytest.approx(2 * cell_distance_matrix()[3, 40])
+    assert energy_distance_loss(t, 7 * t).item() == pytest.approx(0.0, abs=1e-15)
+
+
+def test_energy_mse_adds_the_weighted_mse_and_has_gradients() -> None:
+    from aeforge.quantize.losses import ENERGY_MSE_WEIGHT, energy_distance_loss, energy_mse_loss, get_loss
+
+    t = torch.rand(4, 48, dtype=torch.float64)
+    p = torch.rand(4, 48, dtype=torch.float64, requires_grad=True)
+    total = energy_mse_loss(t, p)
+    expected = energy_distance_loss(t, p) + ENERGY_MSE_WEIGHT * torch.square(t - p).mean()
+    assert total.item() == pytest.approx(expected.item())
+    total.backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    assert get_loss("energy_mse") is energy_mse_loss

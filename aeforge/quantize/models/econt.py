@@ -1,0 +1,169 @@
+"""The CMS HGCAL ECON-T autoencoder in Brevitas.
+
+Encoder (on detector, what goes into the ASIC/FPGA)::
+
+    input quantizer -> zero pad (TensorFlow SAME: bottom/right only) -> Conv2D(filters, k, stride)
+    -> quantized ReLU -> flatten channels-last (as QKeras/hls4ml) -> Dense(latent_dim)
+    -> quantized ReLU (the latent code)
+
+Every quantizer is built from a :class:`~aeforge.fixedpoint.FixedPoint` in
+:class:`~aeforge.config.QuantConfig` (defaults: input ``ap_fixed<11,4>``, weights and biases
+``ap_fixed<6,2>``, conv output ``ap_ufixed<12,3>``, latent ``ap_ufixed<9,1>``). With
+``quant=None`` the same layers run unquantized (the float reference), with identical parameter
+names so a float checkpoint initialises QAT.
+
+The decoder (off detector) mirrors the encoder: Dense -> ConvTranspose2D (stride 2) -> Conv2D to
+one channel, float by default or with quantized weights.
+
+Tensors: the encoder takes channels-first images ``(N, 1, 8, 8)``; the autoencoder takes and
+returns ``(N, 48)`` charges in calQ order (the 8x8 arrangement and its mask are applied inside).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from brevitas.nn import QuantConv2d, QuantConvTranspose2d, QuantIdentity, QuantLinear, QuantReLU
+from torch import nn
+
+from aeforge.config import ModelConfig, QuantConfig
+from aeforge.data.hgcal.geometry import arrange_8x8, mask_8x8, remap_8x8
+from aeforge.fixedpoint import FixedPoint
+from aeforge.quantize.quantizers import brevitas_quant
+
+IMAGE_SIZE = 8
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow SAME padding ``(before, after)`` for one spatial axis: the extra pixel goes after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _weight_kwargs(quant: QuantConfig | None, where: str) -> dict:
+    if quant is None:
+        return {"weight_quant": None, "bias_quant": None}
+    return {
+        "weight_quant": brevitas_quant(quant.weight, "weight", where=f"{where}.weight"),
+        "bias_quant": brevitas_quant(quant.bias, "bias", where=f"{where}.bias"),
+    }
+
+
+def _relu(spec: FixedPoint | None, where: str) -> QuantReLU:
+    act_quant = None if spec is None else brevitas_quant(spec, "act", where=where)
+    return QuantReLU(act_quant=act_quant, return_quant_tensor=False)
+
+
+class EcontEncoder(nn.Module):
+    """The on-detector encoder; ``quant=None`` builds the float reference."""
+
+    def __init__(self, model: ModelConfig, quant: QuantConfig | None) -> None:
+        super().__init__()
+        self.model_config = model
+        self.quant_config = quant
+        input_quant = None if quant is None else brevitas_quant(quant.input, "act", where="input_quant")
+        self.input_quant = QuantIdentity(act_quant=input_quant, return_quant_tensor=False)
+        before, after = same_padding(IMAGE_SIZE, model.kernel_size, model.stride)
+        self.pad = nn.ZeroPad2d((before, after, before, after))
+        self.conv = QuantConv2d(
+            1, model.filters, model.kernel_size, stride=model.stride, padding=0, bias=True,
+            **_weight_kwargs(quant, "conv"),
+        )
+        self.conv_act = _relu(None if quant is None else quant.conv_activation, "conv_act")
+        self.conv_out_size = math.ceil(IMAGE_SIZE / model.stride)
+        self.dense = QuantLinear(
+            model.filters * self.conv_out_size**2, model.latent_dim, bias=True, **_weight_kwargs(quant, "dense")
+        )
+        self.latent_act = _relu(None if quant is None else quant.latent, "latent_act")
+
+    @property
+    def quantized(self) -> bool:
+        return self.quant_config is not None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(images)
+        x = self.conv_act(self.conv(self.pad(x)))
+        x = x.permute(0, 2, 3, 1).flatten(1)  # channels-last flatten, as Keras/hls4ml
+        return self.latent_act(self.dense(x))
+
+    def fixed_point_types(self) -> dict[str, str]:
+        """Layer -> hardware type string, for cards and exporters (empty for the float model)."""
+        q = self.quant_config
+        if q is None:
+            return {}
+        return {
+            "input_quant": q.input.ap_type(),
+            "conv.weight": q.weight.ap_type(),
+            "conv.bias": q.bias.ap_type(),
+            "conv_act": q.conv_activation.ap_type(),
+            "dense.weight": q.weight.ap_type(),
+            "dense.bias": q.bias.ap_type(),
+            "latent_act": q.latent.ap_type(),
+        }
+
+
+class EcontDecoder(nn.Module):
+    """Off-detector decoder: latent ``(N, latent_dim)`` -> image ``(N, 1, 8, 8)``."""
+
+    def __init__(self, model: ModelConfig, quant: QuantConfig | None) -> None:
+        super().__init__()
+        quant = quant if model.decoder == "quantized" else None
+        self.spatial = math.ceil(IMAGE_SIZE / model.stride)
+        self.filters = model.filters
+        self.dense = QuantLinear(
+            model.latent_dim, model.filters * self.spatial**2, bias=True, **_weight_kwargs(quant, "decoder.dense")
+        )
+        self.dense_act = _relu(None if quant is None else quant.conv_activation, "decoder.dense_act")
+        self.deconv = QuantConvTranspose2d(
+            model.filters, model.decoder_filters, model.kernel_size, stride=model.stride,
+            padding=model.kernel_size // 2, output_padding=model.stride - 1, bias=True,
+            **_weight_kwargs(quant, "decoder.deconv"),
+        )
+        self.deconv_act = _relu(None if quant is None else quant.conv_activation, "decoder.deconv_act")
+        self.out = QuantConv2d(
+            model.decoder_filters, 1, model.kernel_size, padding=model.kernel_size // 2, bias=True,
+            **_weight_kwargs(quant, "decoder.out"),
+        )
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = self.dense_act(self.dense(latent))
+        x = x.view(-1, self.spatial, self.spatial, self.filters).permute(0, 3, 1, 2)
+        x = self.deconv_act(self.deconv(x))
+        return self.out(x)
+
+
+class EcontAutoencoder(nn.Module):
+    """Encoder + decoder on calQ-ordered charges ``(N, 48)``."""
+
+    def __init__(self, model: ModelConfig, quant: QuantConfig | None) -> None:
+        super().__init__()
+        self.encoder = EcontEncoder(model, quant)
+        self.decoder = EcontDecoder(model, quant)
+        mask = torch.as_tensor(mask_8x8(), dtype=torch.float32)
+        self.register_buffer("arrange", torch.as_tensor(arrange_8x8(), dtype=torch.long), persistent=False)
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("remap", torch.as_tensor(remap_8x8(), dtype=torch.long), persistent=False)
+
+    def to_images(self, calq: torch.Tensor) -> torch.Tensor:
+        """``(N, 48)`` calQ charges -> ``(N, 1, 8, 8)`` encoder input with masked duplicates zeroed."""
+        return (calq[:, self.arrange] * self.mask).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+    def from_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, 8, 8)`` -> ``(N, 48)`` calQ order (the masked positions are dropped)."""
+        return images.reshape(images.shape[0], -1)[:, self.remap]
+
+    def encode(self, calq: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.to_images(calq))
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.from_images(self.decoder(latent))
+
+    def forward(self, calq: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(calq))
+
+
+def build_autoencoder(model: ModelConfig, quant: QuantConfig | None) -> EcontAutoencoder:
+    """The ECON-T autoencoder; ``quant=None`` gives the float model with the same parameter names."""
+    return EcontAutoencoder(model, quant)
