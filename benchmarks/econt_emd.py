@@ -38,11 +38,11 @@ DEFAULT_CSV = REPO.parent / "shared" / "data" / "hgcal" / "CALQ_output.csv"
 
 
 def experiment(quick: bool) -> ExperimentConfig:
-    epochs = (3, 2) if quick else (60, 20)
+    epochs = (3, 2) if quick else (100, 25)
     return ExperimentConfig(
         name="econt-emd-benchmark",
         data=DataConfig(synthetic=SyntheticDataConfig(n_events=8_000 if quick else 100_000, seed=7)),
-        train=TrainConfig(float_epochs=epochs[0], qat_epochs=epochs[1], patience=6, batch_size=256),
+        train=TrainConfig(float_epochs=epochs[0], qat_epochs=epochs[1]),
     )
 
 

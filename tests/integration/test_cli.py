@@ -93,7 +93,7 @@ def test_bad_csv_is_refused_naming_the_line(tmp_path: Path, capsys: pytest.Captu
     config = _write(tmp_path, f"data:\n  source: {csv}\n")
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "calq.csv" in err and "line 5" in err
+    assert "calq.csv:5: column CALQ_47: non-numeric" in err
     assert not (tmp_path / "run").exists()
 
 
