@@ -58,10 +58,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             json.dump(data, stream, indent=2, sort_keys=False, default=_json_default)
             stream.write("\n")
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _json_default(value: Any) -> Any:

@@ -142,3 +142,31 @@ def test_doctor_and_help_run_without_torch(tmp_path: Path) -> None:
     assert any(check["name"] == "numpy" and check["available"] for check in report["checks"])
     help_result = subprocess.run([sys.executable, "-m", "aeforge", "--help"], capture_output=True, text=True)
     assert help_result.returncode == 0 and "demo" in help_result.stdout
+
+
+def test_demo_evaluates_on_real_readouts(tmp_path: Path, hgcal_csv: Path) -> None:
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "aeforge", "demo", "--quick", "--quiet", "--out", str(out), "--data", str(hgcal_csv)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_data"] == str(hgcal_csv)
+    assert summary["n_eval_events"] == 6050
+    assert set(summary["emd_synthetic"]) == set(summary["emd"])
+    # best choice of 14 cells on the real sample is a published reference point (~0.27)
+    assert 0.2 < summary["emd"]["best_choice"] < 0.35
+    assert "Held-out synthetic events" in (out / "report.html").read_text()
+
+
+def test_demo_never_replaces_a_foreign_directory(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "precious.txt").write_text("not a demo")
+    result = subprocess.run(
+        [sys.executable, "-m", "aeforge", "demo", "--quick", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1 and "not an aeforge run" in result.stderr
+    assert (out / "precious.txt").read_text() == "not a demo"
