@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from tqdm.auto import tqdm
 
-from aeforge.artifact import RunWriter
-from aeforge.config import DataConfig, ExperimentConfig, to_dict
+from aeforge.artifact import RunWriter, load_run
+from aeforge.config import DataConfig, ExperimentConfig, build_dataclass, to_dict
 from aeforge.data.hgcal.readouts import load_calq_csv, normalize_econt, split_indices
 from aeforge.data.hgcal.synthetic import generate_readouts
-from aeforge.errors import DataError
+from aeforge.errors import ArtifactError, DataError
 from aeforge.fixedpoint import FixedPoint
 from aeforge.quantize.losses import get_loss
 from aeforge.quantize.models.econt import EcontAutoencoder, build_autoencoder
@@ -231,8 +232,6 @@ def save_checkpoints(result: TrainingResult, run: RunWriter) -> None:
 
 def save_training_run(result: TrainingResult, out: str | Path, overwrite: bool = False) -> Path:
     """Write ``out`` (checkpoints, history.json, config.yaml, card.json) atomically."""
-    import yaml
-
     config_dict = to_dict(result.config)
     with RunWriter(out, kind="train", config=config_dict, overwrite=overwrite) as run:
         save_checkpoints(result, run)
@@ -242,10 +241,8 @@ def save_training_run(result: TrainingResult, out: str | Path, overwrite: bool =
 
 def load_trained_model(run_dir: str | Path, which: str = "qat") -> EcontAutoencoder:
     """Rebuild a trained autoencoder from a run directory (``which``: "qat" or "float")."""
-    from aeforge.artifact import load_run
-    from aeforge.config import build_dataclass
-    from aeforge.errors import ArtifactError
-
+    if which not in ("qat", "float"):
+        raise ArtifactError(f"unknown model {which!r}; expected 'qat' or 'float'")
     card = load_run(run_dir)
     checkpoint = Path(run_dir) / (CHECKPOINT_QAT if which == "qat" else CHECKPOINT_FLOAT)
     if not checkpoint.is_file():
