@@ -82,6 +82,21 @@ class EcontEncoder(nn.Module):
     def quantized(self) -> bool:
         return self.quant_config is not None
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, channels-first: ``(1, 8, 8)``."""
+        return (1, IMAGE_SIZE, IMAGE_SIZE)
+
+    @property
+    def input_type(self) -> FixedPoint | None:
+        """Fixed-point type of the input port (None for the float model)."""
+        return None if self.quant_config is None else self.quant_config.input
+
+    @property
+    def output_type(self) -> FixedPoint | None:
+        """Fixed-point type of the output port, the latent code (None for the float model)."""
+        return None if self.quant_config is None else self.quant_config.latent
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.input_quant(images)
         x = self.conv_act(self.conv(self.pad(x)))
