@@ -1,0 +1,221 @@
+"""The verification contract: every exported form of a model against the Brevitas reference.
+
+:class:`Fidelity` records how one target compares with the reference on ``n`` input vectors: how
+many vectors match exactly, the largest error in LSBs of the output type, the first mismatching
+vector. Fixed-point targets must be bit-exact (``tolerance_lsb = 0``); float runtimes state their
+tolerance. :func:`compare` makes one from two arrays of predictions.
+
+The ``predict_*`` functions run the same input vectors through each form, each in its own layout:
+
+* :func:`predict_brevitas` -- the PyTorch/Brevitas model in float64, channels-first ``(N, C, H, W)``;
+* :func:`predict_qonnx` -- ``qonnx.core.onnx_exec.execute_onnx`` on the channels-last graph, ``(N, H, W, C)``;
+* :func:`predict_hls_csim` -- the compiled hls4ml C-simulation (in a subprocess), ``(N, H, W, C)``.
+
+Each first puts the inputs on the input type's grid (:func:`to_input_grid`), so all of them see
+exactly the same numbers (hls4ml, fed floats, would otherwise round them a second time).
+
+The core (:class:`Fidelity`, :func:`compare`) needs only numpy; the predictors import torch,
+qonnx or the C-simulation runner when called.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aeforge.errors import ArtifactError
+from aeforge.fixedpoint import FixedPoint
+
+if TYPE_CHECKING:
+    import torch
+    from qonnx.core.modelwrapper import ModelWrapper
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How ``target`` compares with the reference on ``n`` vectors (errors in LSB of the output type)."""
+
+    target: str
+    n: int
+    exact: int
+    max_lsb: float
+    first_mismatch: int | None
+    tolerance_lsb: float = 0.0
+
+    @property
+    def bit_exact(self) -> bool:
+        """Every vector matches the reference exactly."""
+        return self.exact == self.n
+
+    @property
+    def passed(self) -> bool:
+        """Within the stated tolerance (bit-exact when the tolerance is 0)."""
+        if self.tolerance_lsb == 0:
+            return self.bit_exact
+        return self.max_lsb <= self.tolerance_lsb
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bit_exact"] = self.bit_exact
+        data["passed"] = self.passed
+        if not math.isfinite(self.max_lsb):
+            data["max_lsb"] = str(self.max_lsb)  # JSON has no inf/nan
+        return data
+
+    def __str__(self) -> str:
+        status = "bit-exact" if self.bit_exact else ("ok" if self.passed else "MISMATCH")
+        first = "" if self.first_mismatch is None else f", first mismatch at vector {self.first_mismatch}"
+        return f"{self.target}: {status}, {self.exact}/{self.n} exact, max error {self.max_lsb:g} LSB{first}"
+
+
+def compare(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    output_type: FixedPoint,
+    target: str,
+    tolerance_lsb: float = 0.0,
+) -> Fidelity:
+    """Compare predictions vector by vector (first axis) and measure the error in LSB of ``output_type``.
+
+    NaN or infinite candidate values count as mismatches with an infinite error.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(candidate, dtype=np.float64)
+    if ref.ndim == 0 or ref.shape[0] != got.shape[0] or ref.size != got.size:
+        raise ArtifactError(f"{target}: predictions of shape {got.shape} do not match the reference {ref.shape}")
+    n = ref.shape[0]
+    if n == 0:
+        raise ArtifactError(f"{target}: no vectors to compare")
+    ref, got = ref.reshape(n, -1), got.reshape(n, -1)
+    with np.errstate(invalid="ignore"):
+        error = np.abs(got - ref)
+    error = np.where(np.isfinite(error), error, np.inf)
+    matches = np.all(got == ref, axis=1)
+    mismatched = np.flatnonzero(~matches)
+    max_lsb = float(error.max() / output_type.lsb) if error.size else 0.0
+    return Fidelity(
+        target=target,
+        n=int(n),
+        exact=int(matches.sum()),
+        max_lsb=max_lsb,
+        first_mismatch=int(mismatched[0]) if mismatched.size else None,
+        tolerance_lsb=float(tolerance_lsb),
+    )
+
+
+# ------------------------------------------------------------------------------------ layouts
+def to_input_grid(inputs: np.ndarray, input_type: FixedPoint) -> np.ndarray:
+    """The inputs quantized to ``input_type`` (float64), what every target is fed."""
+    return input_type.quantize(np.asarray(inputs, dtype=np.float64))
+
+
+def nchw_to_nhwc(images: np.ndarray) -> np.ndarray:
+    """Channels-first ``(N, C, H, W)`` -> channels-last ``(N, H, W, C)`` (1D: ``(N, C, W)`` -> ``(N, W, C)``)."""
+    images = np.asarray(images)
+    if images.ndim < 3:
+        return images
+    return np.ascontiguousarray(np.moveaxis(images, 1, -1))
+
+
+# ------------------------------------------------------------------------------------ predictors
+def predict_brevitas(
+    model: torch.nn.Module, images_nchw: np.ndarray, input_type: FixedPoint, batch_size: int = 4096
+) -> np.ndarray:
+    """The Brevitas model in float64 (a copy; ``model`` is not changed) on channels-first inputs."""
+    import copy
+
+    import torch
+
+    reference = copy.deepcopy(model).double().eval()
+    grid = to_input_grid(images_nchw, input_type)
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(grid), batch_size):
+            batch = torch.as_tensor(grid[start : start + batch_size], dtype=torch.float64)
+            outputs.append(reference(batch).numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
+def predict_qonnx(
+    qonnx_model: ModelWrapper, images_nhwc: np.ndarray, input_type: FixedPoint, batch_size: int = 1000
+) -> np.ndarray:
+    """``execute_onnx`` on the (channels-last) QONNX graph, in batches, on NHWC inputs.
+
+    Standard ONNX nodes run in onnxruntime in float32, which is exact while every accumulator
+    fits in 24 bits of mantissa (the QONNX ``Quant`` nodes run in numpy).
+    """
+    from qonnx.core.onnx_exec import execute_onnx
+
+    grid = to_input_grid(images_nhwc, input_type)
+    expected = tuple(d.dim_value for d in qonnx_model.graph.input[0].type.tensor_type.shape.dim)[1:]
+    if grid.shape[1:] != expected:
+        raise ArtifactError(f"QONNX inputs of shape {grid.shape[1:]} per sample; the graph takes {expected} (NHWC)")
+    input_name, output_name = qonnx_model.graph.input[0].name, qonnx_model.graph.output[0].name
+    batched: dict[int, ModelWrapper] = {}
+    outputs = []
+    for start in range(0, len(grid), batch_size):
+        batch = grid[start : start + batch_size].astype(np.float32)
+        if len(batch) not in batched:
+            batched[len(batch)] = _with_batch_size(qonnx_model, len(batch))
+        result = execute_onnx(batched[len(batch)], {input_name: batch})[output_name]
+        outputs.append(np.asarray(result, dtype=np.float64))
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
+def _with_batch_size(model: ModelWrapper, batch: int) -> ModelWrapper:
+    """A copy whose activations (every tensor computed from the graph input) have batch size ``batch``.
+
+    qonnx's ``ChangeBatchSize`` drops all shapes and relies on re-inference, which fails on
+    channels-last ``Conv`` nodes; here the known shapes are kept and only the batch axis changes.
+    """
+    import copy
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    resized = ModelWrapper(copy.deepcopy(model.model))
+    graph = resized.graph
+    initializers = {init.name for init in graph.initializer}
+    dynamic = {inp.name for inp in graph.input if inp.name not in initializers}
+    for node in graph.node:
+        if any(name in dynamic for name in node.input):
+            dynamic.update(node.output)
+            if node.op_type == "Reshape" and resized.get_initializer(node.input[1]) is not None:
+                shape = np.array(resized.get_initializer(node.input[1]), copy=True)
+                shape[0] = batch
+                resized.set_initializer(node.input[1], shape)
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        if info.name in dynamic and len(info.type.tensor_type.shape.dim) > 0:
+            info.type.tensor_type.shape.dim[0].dim_value = batch
+    return resized
+
+
+def predict_hls_csim(
+    project_dir: str | os.PathLike[str], images_nhwc: np.ndarray, input_type: FixedPoint
+) -> np.ndarray:
+    """The hls4ml C-simulation (in a subprocess; see :mod:`aeforge.hls.csim`) on NHWC inputs."""
+    from aeforge.hls.csim import csim_predict
+
+    return csim_predict(project_dir, to_input_grid(images_nhwc, input_type))
+
+
+def verify_hls(
+    model: torch.nn.Module,
+    qonnx_model: ModelWrapper,
+    project_dir: str | os.PathLike[str],
+    images_nchw: np.ndarray,
+    input_type: FixedPoint,
+    output_type: FixedPoint,
+) -> list[Fidelity]:
+    """Brevitas (reference) vs QONNX execution vs HLS C-simulation on the same channels-first inputs."""
+    grid = to_input_grid(images_nchw, input_type)
+    nhwc = nchw_to_nhwc(grid)
+    reference = predict_brevitas(model, grid, input_type)
+    return [
+        compare(reference, reference, output_type, "brevitas"),
+        compare(reference, predict_qonnx(qonnx_model, nhwc, input_type), output_type, "qonnx"),
+        compare(reference, predict_hls_csim(project_dir, nhwc, input_type), output_type, "hls_csim"),
+    ]
