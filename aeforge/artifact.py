@@ -65,6 +65,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def write_npy_atomic(path: Path, array: Any) -> None:
+    """Write a numpy ``.npy`` file through a temporary file and an atomic rename."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, np.asarray(array))
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

@@ -52,6 +52,71 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from aeforge.stages import export_qonnx_stage
+
+    path = export_qonnx_stage(Path(args.run), force=args.force)
+    print(f"qonnx: {path}")
+    return EXIT_OK
+
+
+def _cmd_hls(args: argparse.Namespace) -> int:
+    from aeforge.stages import HlsOptions, hls_stage
+
+    options = HlsOptions(
+        backend={"vitis": "Vitis", "vivado": "Vivado", "catapult": "Catapult"}[args.backend],
+        io_type=f"io_{args.io}", reuse_factor=args.reuse_factor,
+        strategy=args.strategy.capitalize(), part=args.part, clock_period_ns=args.clock_ns,
+    )
+    card = hls_stage(Path(args.run), options, force=args.force, build=args.build)
+    print(f"hls4ml project: {card['project']} ({options.backend}, {options.io_type}), "
+          f"compiled for C-simulation in {card['metrics']['build_seconds']:.1f} s")
+    for layer, types in card["precisions"].items():
+        print(f"  {layer}: " + ", ".join(f"{k}={v}" for k, v in types.items()))
+    if "synthesis" in card["metrics"]:
+        print(json.dumps(card["metrics"]["synthesis"], indent=2))
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from aeforge.stages import format_verification, verify_stage
+
+    results = verify_stage(Path(args.run), n=args.n, seed=args.seed)
+    print(json.dumps(results, indent=2) if args.json else format_verification(results))
+    return EXIT_OK if results["bit_exact"] else EXIT_ERROR
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from aeforge.errors import DataError
+    from aeforge.stages import hardware_model, predict, to_channels_first
+
+    input_path, output_path = Path(args.input), Path(args.output)
+    if not input_path.is_file():
+        raise DataError(f"{input_path}: input file not found")
+    try:
+        raw = np.load(input_path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{input_path}: not a numpy .npy array: {error}") from None
+    model = hardware_model(Path(args.run))
+    outputs = predict(Path(args.run), to_channels_first(model, raw, args.layout), args.target, model)
+    from aeforge.artifact import write_npy_atomic
+
+    write_npy_atomic(output_path, outputs)
+    print(f"{output_path}: {outputs.shape[0]} x {outputs.shape[1]} ({model.output_type.ap_type()}, {args.target})")
+    return EXIT_OK
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from aeforge.stages import import_qkeras_stage
+
+    summary = import_qkeras_stage(args.model, Path(args.weights), Path(args.out), force=args.force)
+    kind = "ECON-T encoder" if summary["econt"] else "sequential model"
+    print(f"run: {args.out} ({kind}, {summary['layers']} layers, output {summary['output_type']})")
+    return EXIT_OK
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from aeforge.doctor import checks_as_dict, format_table, run_checks
 
@@ -97,6 +162,52 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="replace an existing run directory")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
+
+    export = sub.add_parser("export", help="export a trained run's hardware model")
+    export_sub = export.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    qonnx = export_sub.add_parser("qonnx", help="QONNX (cleaned, channels-last) into RUN/qonnx")
+    qonnx.add_argument("run", help="trained, demo or imported run directory")
+    qonnx.add_argument("--force", action="store_true", help="replace an existing RUN/qonnx")
+    qonnx.set_defaults(handler=_cmd_export)
+
+    hls = sub.add_parser("hls", help="hls4ml project (compiled for C-simulation) into RUN/hls")
+    hls.add_argument("run")
+    hls.add_argument("--backend", choices=["vitis", "vivado", "catapult"], default="vitis")
+    hls.add_argument("--io", choices=["parallel", "stream"], default="parallel")
+    hls.add_argument("--reuse-factor", type=int, default=1)
+    hls.add_argument("--strategy", choices=["latency", "resource"], default="latency")
+    hls.add_argument("--part", help="FPGA part (default: the backend's)")
+    hls.add_argument("--clock-ns", type=float, default=5.0, help="clock period in ns (default 5)")
+    hls.add_argument("--build", action="store_true", help="also run the vendor's C synthesis and parse its report")
+    hls.add_argument("--force", action="store_true", help="replace an existing RUN/hls")
+    hls.set_defaults(handler=_cmd_hls)
+
+    verify = sub.add_parser(
+        "verify", help="Brevitas vs QONNX vs HLS C-sim on the same vectors; exit 1 unless bit-exact"
+    )
+    verify.add_argument("run")
+    verify.add_argument("--n", type=int, default=10_000, help="number of input vectors (default 10000)")
+    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=_cmd_verify)
+
+    predict = sub.add_parser("predict", help="run a target on inputs from a .npy file")
+    predict.add_argument("run")
+    predict.add_argument("--input", required=True, help=".npy: (N,H,W,C), (N,C,H,W) with --layout nchw, (N,F); "
+                         "ECON-T also (N,48) normalised charges in calQ order")
+    predict.add_argument("--output", required=True, help=".npy to write: (N, outputs) values of the output type")
+    predict.add_argument("--target", choices=["brevitas", "qonnx", "hls"], default="brevitas")
+    predict.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
+    predict.set_defaults(handler=_cmd_predict)
+
+    importer = sub.add_parser("import", help="import a model from another framework")
+    import_sub = importer.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    qkeras = import_sub.add_parser("qkeras", help="QKeras model JSON + HDF5 weights (no TensorFlow needed)")
+    qkeras.add_argument("--model", help="Keras model JSON (model.to_json()); omit for a full-model .h5")
+    qkeras.add_argument("--weights", required=True, help="HDF5 weights (model.save_weights or model.save)")
+    qkeras.add_argument("--out", required=True, help="run directory to write")
+    qkeras.add_argument("--force", action="store_true", help="replace an existing run")
+    qkeras.set_defaults(handler=_cmd_import)
 
     doctor = sub.add_parser("doctor", help="list optional tools, devices and power meters, and why not")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")

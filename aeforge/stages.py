@@ -1,0 +1,303 @@
+"""Pipeline stages on run directories: the functions behind ``aeforge export/hls/verify/predict/import``.
+
+A trained (``train``/``demo``) or imported (``import``) run holds a model; the stages add
+artifacts beside it without touching what is there::
+
+    RUN/card.json, model_qat.pt ...        the trained run (never modified)
+    RUN/qonnx/model.onnx + card.json       aeforge export qonnx RUN
+    RUN/hls/<project> + card.json          aeforge hls RUN (compiled for C-simulation in place)
+
+For an autoencoder the hardware artifact is its encoder. Input vectors for verification are
+realistic events (ECON-T: normalised synthetic readouts) or uniform values over the input type.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeforge.artifact import CARD_NAME, RunWriter, load_run, sha256_file, write_json_atomic
+from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
+from aeforge.fixedpoint import FixedPoint
+
+QONNX_DIR = "qonnx"
+QONNX_FILE = "model.onnx"
+HLS_DIR = "hls"
+HLS_PROJECT = "project"
+IMPORT_SPEC = "model.json"
+IMPORT_WEIGHTS = "model.pt"
+TARGETS = ("brevitas", "qonnx", "hls")
+
+
+@dataclass
+class HardwareModel:
+    """The part of a run that becomes hardware, with its port types."""
+
+    module: Any  # torch.nn.Module
+    input_shape: tuple[int, ...]  # one sample, channels-first
+    input_type: FixedPoint
+    output_type: FixedPoint
+    family: str  # "econt" or "sequential"
+
+
+def hardware_model(run_dir: str | Path) -> HardwareModel:
+    """Load the quantized hardware model of a trained or imported run."""
+    card = load_run(run_dir)
+    run_dir = Path(run_dir)
+    if card.kind in ("train", "demo"):
+        from aeforge.quantize.train import load_trained_model
+
+        module = load_trained_model(run_dir, "qat").encoder
+        family = "econt"
+    elif card.kind == "import":
+        from aeforge.quantize.models.sequential import load_sequential
+
+        module = load_sequential(run_dir / IMPORT_SPEC, run_dir / IMPORT_WEIGHTS)
+        family = "sequential"
+    else:
+        raise ArtifactError(f"{run_dir}: a {card.kind!r} run holds no trained model (use a train, demo or import run)")
+    if module.input_type is None or module.output_type is None:
+        raise ArtifactError(f"{run_dir}: the model is not quantized; hardware export needs the QAT model")
+    return HardwareModel(module.eval(), tuple(module.input_shape), module.input_type, module.output_type, family)
+
+
+# ------------------------------------------------------------------------------------ export
+def export_qonnx_stage(run_dir: str | Path, force: bool = False) -> Path:
+    """``aeforge export qonnx``: write ``RUN/qonnx/model.onnx`` (cleaned, channels-last) with its card."""
+    from aeforge.quantize.export import export_qonnx
+
+    run_dir = Path(run_dir)
+    model = hardware_model(run_dir)
+    parent = load_run(run_dir, verify=False)
+    with RunWriter(run_dir / QONNX_DIR, kind="qonnx", overwrite=force) as run:
+        export_qonnx(model.module, model.input_shape, model.input_type, run.path(QONNX_FILE))
+        run.extra["parent"] = {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)}
+        run.extra["input_type"] = model.input_type.ap_type()
+        run.extra["output_type"] = model.output_type.ap_type()
+        run.extra["input_shape_nhwc"] = [*model.input_shape[1:], model.input_shape[0]]
+        run.metrics["family"] = parent.kind
+    return run_dir / QONNX_DIR / QONNX_FILE
+
+
+def load_qonnx(run_dir: str | Path) -> Any:
+    """The exported QONNX model of a run (``aeforge export qonnx`` must have run)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    path = Path(run_dir) / QONNX_DIR
+    load_run(path)  # checks the card and the file hash
+    return ModelWrapper(str(path / QONNX_FILE))
+
+
+# ------------------------------------------------------------------------------------ hls
+@dataclass(frozen=True)
+class HlsOptions:
+    backend: str = "Vitis"
+    io_type: str = "io_parallel"
+    reuse_factor: int = 1
+    strategy: str = "Latency"
+    part: str | None = None
+    clock_period_ns: float = 5.0
+
+
+def hls_stage(run_dir: str | Path, options: HlsOptions, force: bool = False, build: bool = False) -> dict[str, Any]:
+    """``aeforge hls``: export (if needed), write and compile the hls4ml project in ``RUN/hls``.
+
+    The project is built at its final place (its C-simulation library records absolute paths)
+    and ``RUN/hls/card.json`` is written last; a failure leaves no ``RUN/hls``. With ``build``
+    the vendor tool runs C synthesis and its report goes into the card.
+    """
+    from aeforge.hls.hls4ml_backend import build_hls_project
+
+    run_dir = Path(run_dir)
+    hls_dir = run_dir / HLS_DIR
+    if hls_dir.exists():
+        if not force:
+            raise ArtifactError(f"{hls_dir}: HLS project already exists; pass --force to replace it")
+        if not (hls_dir / CARD_NAME).is_file():
+            raise ArtifactError(f"{hls_dir}: exists and is not an aeforge HLS artifact; refusing to replace it")
+        shutil.rmtree(hls_dir)
+    if not (run_dir / QONNX_DIR / CARD_NAME).is_file():
+        export_qonnx_stage(run_dir)
+    qonnx_model = load_qonnx(run_dir)
+    vendor = None
+    if build:  # fail before minutes of work when the vendor tool is missing
+        from aeforge.hls.vendor import get_backend
+
+        vendor = get_backend(options.backend)
+        if not vendor.is_available():
+            raise ToolUnavailableError(f"--build: {vendor.why_unavailable()}")
+    try:
+        project = build_hls_project(
+            qonnx_model, hls_dir / HLS_PROJECT, backend=options.backend, io_type=options.io_type,
+            reuse_factor=options.reuse_factor, strategy=options.strategy, part=options.part,
+            clock_period_ns=options.clock_period_ns,
+        )
+        card: dict[str, Any] = {
+            "schema": 1,
+            "kind": "hls",
+            "parent": {"run": str(run_dir.resolve()), "qonnx_sha256": sha256_file(run_dir / QONNX_DIR / QONNX_FILE)},
+            "options": options.__dict__,
+            "project": str(project.path),
+            "input_type": project.input_type.ap_type(),
+            "output_type": project.output_type.ap_type(),
+            "precisions": project.precisions,
+            "metrics": {"build_seconds": round(project.build_seconds, 2)},
+            "files": {},
+        }
+        if vendor is not None:
+            card["metrics"]["synthesis"] = vendor.build(project.path, synth=True).as_dict()
+        write_json_atomic(hls_dir / CARD_NAME, card)
+    except BaseException:
+        shutil.rmtree(hls_dir, ignore_errors=True)
+        raise
+    return card
+
+
+def hls_project_dir(run_dir: str | Path) -> Path | None:
+    """The compiled HLS project of a run, or None when ``aeforge hls`` has not run."""
+    card = Path(run_dir) / HLS_DIR / CARD_NAME
+    if not card.is_file():
+        return None
+    return Path(json.loads(card.read_text(encoding="utf-8"))["project"])
+
+
+# ------------------------------------------------------------------------------------ inputs
+def verification_inputs(model: HardwareModel, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` channels-first input vectors on the input grid: realistic events for ECON-T, else uniform."""
+    if n < 1:
+        raise DataError(f"--n must be at least 1, got {n}")
+    if model.family == "econt":
+        from aeforge.data.hgcal.geometry import to_8x8
+        from aeforge.data.hgcal.readouts import normalize_econt
+        from aeforge.data.hgcal.synthetic import generate_readouts
+
+        events, _ = normalize_econt(generate_readouts(n, seed=seed), model.input_type)
+        return np.moveaxis(to_8x8(events), -1, 1)
+    rng = np.random.default_rng(seed)
+    low, high = model.input_type.min_value, model.input_type.max_value
+    return model.input_type.quantize(rng.uniform(low, high, size=(n, *model.input_shape)))
+
+
+def to_channels_first(model: HardwareModel, inputs: np.ndarray, layout: str) -> np.ndarray:
+    """Accept ``(N, H, W, C)`` (default), ``(N, C, H, W)`` with ``layout="nchw"``, ``(N, F)``, and for
+    ECON-T ``(N, 48)`` encoder inputs in calQ order; returns channels-first on the input grid."""
+    inputs = np.asarray(inputs)
+    if inputs.dtype.kind not in "iuf":
+        raise DataError(f"input array has dtype {inputs.dtype}; expected numbers")
+    inputs = inputs.astype(np.float64)
+    if not np.all(np.isfinite(inputs)):
+        raise DataError("input array contains NaN or infinite values")
+    shape = model.input_shape
+    if model.family == "econt" and inputs.ndim == 2 and inputs.shape[1] == 48:
+        from aeforge.data.hgcal.geometry import to_8x8
+
+        inputs, layout = to_8x8(inputs), "nhwc"
+    if len(shape) == 1:
+        expected = shape
+        candidate = inputs.shape[1:]
+    elif layout == "nchw":
+        expected, candidate = shape, inputs.shape[1:]
+    elif layout == "nhwc":
+        expected, candidate = (*shape[1:], shape[0]), inputs.shape[1:]
+    else:
+        raise DataError(f"unknown layout {layout!r}; expected nhwc or nchw")
+    if inputs.ndim < 2 or tuple(candidate) != tuple(expected):
+        hint = " or (N, 48) calQ charges" if model.family == "econt" else ""
+        wanted = ", ".join(map(str, expected))
+        where = layout.upper() if len(shape) > 1 else "flat"
+        raise DataError(f"input shape {inputs.shape} does not match the model: expected (N, {wanted}) {where}{hint}")
+    if len(shape) > 1 and layout == "nhwc":
+        inputs = np.moveaxis(inputs, -1, 1)
+    return model.input_type.quantize(inputs)
+
+
+# ------------------------------------------------------------------------------------ verify / predict
+def predict(
+    run_dir: str | Path, inputs_nchw: np.ndarray, target: str, model: HardwareModel | None = None
+) -> np.ndarray:
+    """Outputs (float values of the output type, ``(N, outputs)``) of one target on channels-first inputs."""
+    from aeforge.verification import nchw_to_nhwc, predict_brevitas, predict_hls_csim, predict_qonnx
+
+    model = model or hardware_model(run_dir)
+    if target == "brevitas":
+        outputs = predict_brevitas(model.module, inputs_nchw, model.input_type)
+    elif target == "qonnx":
+        qonnx_model = load_qonnx(run_dir) if (Path(run_dir) / QONNX_DIR).is_dir() else _temporary_qonnx(model)
+        outputs = predict_qonnx(qonnx_model, nchw_to_nhwc(inputs_nchw), model.input_type)
+    elif target == "hls":
+        project = hls_project_dir(run_dir)
+        if project is None:
+            raise ArtifactError(f"{run_dir}: no HLS project; run 'aeforge hls {run_dir}' first")
+        outputs = predict_hls_csim(project, nchw_to_nhwc(inputs_nchw), model.input_type)
+    else:
+        raise DataError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    return np.asarray(outputs, dtype=np.float64).reshape(len(inputs_nchw), -1)
+
+
+def _temporary_qonnx(model: HardwareModel) -> Any:
+    from aeforge.quantize.export import export_qonnx
+
+    return export_qonnx(model.module, model.input_shape, model.input_type)
+
+
+def verify_stage(run_dir: str | Path, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """``aeforge verify``: every available target against Brevitas on the same ``n`` vectors.
+
+    QONNX execution always runs (exporting in memory when ``RUN/qonnx`` is absent); HLS C-sim runs
+    when ``aeforge hls`` has built a project. Returns ``{"n", "targets": {name: Fidelity dict},
+    "skipped": {name: reason}, "bit_exact"}``.
+    """
+    from aeforge.verification import compare
+
+    model = hardware_model(run_dir)
+    inputs = verification_inputs(model, n, seed)
+    reference = predict(run_dir, inputs, "brevitas", model)
+    results: dict[str, Any] = {"n": int(n), "input_type": model.input_type.ap_type(),
+                               "output_type": model.output_type.ap_type(), "targets": {}, "skipped": {}}
+    results["targets"]["brevitas"] = compare(reference, reference, model.output_type, "brevitas").as_dict()
+    results["targets"]["qonnx"] = compare(
+        reference, predict(run_dir, inputs, "qonnx", model), model.output_type, "qonnx").as_dict()
+    if hls_project_dir(run_dir) is None:
+        results["skipped"]["hls"] = f"no HLS project (run 'aeforge hls {run_dir}')"
+    else:
+        results["targets"]["hls"] = compare(
+            reference, predict(run_dir, inputs, "hls", model), model.output_type, "hls").as_dict()
+    results["bit_exact"] = all(t["exact"] == t["n"] for t in results["targets"].values())
+    return results
+
+
+def format_verification(results: dict[str, Any]) -> str:
+    """The verification matrix as an aligned text table."""
+    lines = [f"{'target':<10} {'n':>7} {'exact':>7} {'max |err| LSB':>14}  first mismatch"]
+    for name, t in results["targets"].items():
+        first = "-" if t["first_mismatch"] is None else str(t["first_mismatch"])
+        lines.append(f"{name:<10} {t['n']:>7} {t['exact']:>7} {t['max_lsb']:>14g}  {first}")
+    for name, reason in results["skipped"].items():
+        lines.append(f"{name:<10} {'skipped':>7}  {reason}")
+    lines.append("bit-exact" if results["bit_exact"] else "NOT bit-exact")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ import
+def import_qkeras_stage(model_json: str | Path | None, weights_h5: str | Path, out: str | Path,
+                        force: bool = False) -> dict[str, Any]:
+    """``aeforge import qkeras``: read Keras JSON + HDF5 (no TensorFlow) into a run of kind ``import``."""
+    from aeforge.quantize.models.sequential import save_sequential
+    from aeforge.quantize.qkeras_import import load_qkeras
+
+    imported = load_qkeras(Path(model_json) if model_json else None, Path(weights_h5))
+    model = imported.build()
+    with RunWriter(out, kind="import", config={"model": imported.spec.to_dict()}, overwrite=force) as run:
+        save_sequential(model, run.path(IMPORT_SPEC), run.path(IMPORT_WEIGHTS))
+        run.extra["source"] = {"model_json": str(model_json) if model_json else None, "weights": str(weights_h5),
+                               "layers": imported.source_names, "ignored": list(imported.ignored)}
+        run.extra["econt"] = imported.econt is not None
+        run.extra["econt_mismatch"] = imported.econt_mismatch
+        run.extra["fixed_point_types"] = model.fixed_point_types()
+    return {"layers": len(imported.spec.layers), "econt": imported.econt is not None,
+            "output_type": model.output_type.ap_type()}
