@@ -249,3 +249,48 @@ class RunWriter:
             raise
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
+
+
+class RunAmendment:
+    """Context manager that adds files (and metrics) to a published run.
+
+    New files are staged beside the run and moved in only when the block succeeds; the card is
+    rewritten last with their hashes, so an interrupted amendment leaves the run as it was
+    (its card never lists a file that is not there). Existing files may be replaced.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.metrics: dict[str, Any] = {}
+        self.staging: Path | None = None
+
+    def __enter__(self) -> RunAmendment:
+        load_run(self.run_dir)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.amend-", dir=self.run_dir.parent))
+        return self
+
+    def path(self, relative: str) -> Path:
+        if self.staging is None:
+            raise ArtifactError("RunAmendment used outside its 'with' block")
+        destination = self.staging / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        return destination
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        assert self.staging is not None
+        try:
+            if exc_type is None:
+                card_path = self.run_dir / CARD_NAME
+                card = json.loads(card_path.read_text(encoding="utf-8"))
+                staged = [p for p in sorted(self.staging.rglob("*")) if p.is_file()]
+                for file_path in staged:
+                    relative = file_path.relative_to(self.staging).as_posix()
+                    card["files"][relative] = {"sha256": sha256_file(file_path), "bytes": file_path.stat().st_size}
+                for file_path in staged:
+                    destination = self.run_dir / file_path.relative_to(self.staging)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(file_path, destination)
+                card["metrics"].update(self.metrics)
+                write_json_atomic(card_path, card)
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)

@@ -31,7 +31,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"summary: {Path(args.out) / 'summary.json'}")
     emd = summary["emd"]
     print("mean EMD on " + summary["eval_data"] + ": " + ", ".join(f"{k} {v:.3f}" for k, v in emd.items()))
+    verification = summary["verification"]
+    if "not_run" in verification:
+        print(f"hardware verification not run: {verification['not_run']}")
+    else:
+        counts = ", ".join(f"{name} {t['exact']}/{t['n']}" for name, t in verification["targets"].items())
+        print(f"bit-exact check (QONNX, HLS C-sim vs Brevitas): {counts}")
     print(f"wall time: {summary['wall_time_s']:.1f} s")
+    if verification.get("bit_exact") is False:
+        print("aeforge demo: error: the hardware exports are NOT bit-exact (see the report)", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

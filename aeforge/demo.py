@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aeforge.artifact import RunWriter
+from aeforge.artifact import RunWriter, write_json_atomic
 from aeforge.config import DataConfig, ExperimentConfig, SyntheticDataConfig, TrainConfig, to_dict
 from aeforge.data.hgcal.readouts import load_calq_csv, normalize_econt
 from aeforge.quantize import metrics
@@ -110,19 +110,49 @@ def latent_bit_table(
     return rows
 
 
+def hardware_check(out: Path, n: int) -> dict[str, Any]:
+    """Export the trained encoder to QONNX and an hls4ml project, and verify both bit for bit."""
+    import importlib.util
+    import shutil
+
+    from aeforge.stages import HlsOptions, export_qonnx_stage, hls_stage, verify_stage
+
+    if importlib.util.find_spec("hls4ml") is None or importlib.util.find_spec("qonnx") is None:
+        return {"not_run": "hls4ml/qonnx not installed (pip install 'aeforge[hls]')"}
+    if shutil.which("g++") is None:
+        return {"not_run": "g++ not on PATH (hls4ml C-simulation compiles the project)"}
+    start = time.perf_counter()
+    export_qonnx_stage(out)
+    card = hls_stage(out, HlsOptions())
+    results = verify_stage(out, n=n)
+    results["project"] = card["project"]
+    results["precisions"] = card["precisions"]
+    results["wall_time_s"] = round(time.perf_counter() - start, 2)
+    return results
+
+
 def run_demo(options: DemoOptions) -> dict[str, Any]:
-    """Run the demo into ``options.out`` (replacing a previous demo there); returns the summary."""
+    """Run the demo into ``options.out`` (replacing a previous demo there); returns the summary.
+
+    The trained run is published first; the QONNX export and the hls4ml project are then built
+    inside it (the C-simulation library must be compiled where it stays), and the report is added
+    last. If a later step fails, the whole output directory is removed again.
+    """
+    import shutil
+
+    from aeforge.artifact import RunAmendment
     from aeforge.benchmarks.report import write_demo_report
 
     start = time.perf_counter()
     config = demo_config(options.quick)
+    real_events = None
+    if options.data is not None:  # load first: a bad file fails before minutes of training
+        real_events, _ = normalize_econt(load_calq_csv(options.data), config.quant.input)
     with RunWriter(options.out, kind="demo", config=to_dict(config), overwrite=True) as run:
-        real_events = None
-        if options.data is not None:  # load first: a bad file fails before minutes of training
-            real_events, _ = normalize_econt(load_calq_csv(options.data), config.quant.input)
         result = train_experiment(config, progress=options.progress)
         assert result.float_model is not None and result.qat_model is not None
         save_checkpoints(result, run)
+    try:
         models = {"float": result.float_model, "qat": result.qat_model}
         latent_bits = config.quant.latent.bits
         elinks = {bits: links for links, bits in metrics.LATENT_BITS_BY_ELINKS.items()}.get(latent_bits, 5)
@@ -137,6 +167,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             config, result.float_model, result.splits, eval_events,
             epochs=1 if options.quick else options.latent_table_epochs, progress=options.progress,
         )
+        verification = hardware_check(options.out, n=1000 if options.quick else 10_000)
         stats = _summaries(eval_emd)
         summary: dict[str, Any] = {
             "emd": {name: s["mean"] for name, s in stats.items()},
@@ -149,13 +180,19 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             "best_choice_cells": cells,
             "latent_bit_table": table,
             "fixed_point_types": result.qat_model.encoder.fixed_point_types(),
+            "verification": verification,
             "training": {"best_val_loss": result.best_val_loss, "wall_time_s": round(result.wall_time_s, 2)},
         }
         if real_events is not None:
             summary["emd_synthetic"] = {name: s["mean"] for name, s in _summaries(synthetic_emd).items()}
-        occupancy = metrics.occupancy(eval_events)
         summary["wall_time_s"] = round(time.perf_counter() - start, 2)
-        write_demo_report(run, summary, eval_emd, occupancy, result.history)
-        run.write_json("summary.json", summary)
-        run.metrics.update({"emd": summary["emd"], "eval_data": eval_name, "wall_time_s": summary["wall_time_s"]})
+        with RunAmendment(options.out) as amendment:
+            write_demo_report(amendment, summary, eval_emd, metrics.occupancy(eval_events), result.history)
+            write_json_atomic(amendment.path("summary.json"), summary)
+            amendment.metrics.update({"emd": summary["emd"], "eval_data": eval_name,
+                                      "bit_exact": verification.get("bit_exact"),
+                                      "wall_time_s": summary["wall_time_s"]})
+    except BaseException:
+        shutil.rmtree(options.out, ignore_errors=True)
+        raise
     return summary

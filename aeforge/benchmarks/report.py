@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from aeforge.artifact import RunWriter
+from aeforge.artifact import RunAmendment, RunWriter
 
 METHOD_LABELS = {
     "float": "AE float",
@@ -123,8 +123,25 @@ th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}co
 """
 
 
+def _verification_section(verification: dict[str, Any]) -> str:
+    if "not_run" in verification:
+        return f"<p>Not run: {html.escape(verification['not_run'])}.</p>"
+    rows = [
+        (name, t["n"], t["exact"], t["max_lsb"], "-" if t["first_mismatch"] is None else t["first_mismatch"])
+        for name, t in verification["targets"].items()
+    ]
+    rows += [(name, "skipped", reason, "", "") for name, reason in verification.get("skipped", {}).items()]
+    verdict = "bit-exact" if verification["bit_exact"] else "NOT bit-exact"
+    return (
+        f"<p>The QAT encoder exported to QONNX and to an hls4ml project (Vitis, io_parallel, compiled for "
+        f"C-simulation), each run on the same {verification['n']} normalised synthetic events: "
+        f"<b>{verdict}</b> ({verification['wall_time_s']:.1f} s for export, project and verification).</p>"
+        + _table(["target", "n", "exact", "max |error| [LSB]", "first mismatch"], rows)
+    )
+
+
 def write_demo_report(
-    run: RunWriter, summary: dict[str, Any], per_event: dict[str, np.ndarray], occupancy: np.ndarray,
+    run: RunWriter | RunAmendment, summary: dict[str, Any], per_event: dict[str, np.ndarray], occupancy: np.ndarray,
     history: Sequence[Any],
 ) -> None:
     """Write ``report.html`` and its PNG plots into the staged demo run."""
@@ -163,6 +180,8 @@ def write_demo_report(
 <p>One short QAT fine-tune per latent width, from the same float model.</p>
 {_table(["e-links", "latent bits", "bits/event", "AE QAT EMD", "best-choice cells", "best-choice EMD"], bit_rows)}
 <img src="emd_vs_bandwidth.png" alt="EMD vs bandwidth">
+<h2>Hardware: bit-exact verification</h2>
+{_verification_section(summary["verification"])}
 <h2>Encoder fixed-point types</h2>
 {_table(["layer", "type"], type_rows)}
 <h2>Training</h2>

@@ -116,7 +116,11 @@ def test_demo_quick_writes_report_and_summary(tmp_path: Path) -> None:
         assert image in html
         with Image.open(out / image) as png:
             assert png.size[0] > 100 and png.size[1] > 100
-    assert load_run(out).kind == "demo"
+    assert load_run(out).kind == "demo"  # every file, the report included, matches the card
+    verification = summary["verification"]
+    assert verification["bit_exact"] and set(verification["targets"]) == {"brevitas", "qonnx", "hls"}
+    assert all(t["exact"] == t["n"] == 1000 for t in verification["targets"].values())
+    assert "bit-exact" in html and load_run(out / "qonnx").kind == "qonnx"
 
 
 def test_demo_with_missing_data_fails_cleanly(tmp_path: Path) -> None:
