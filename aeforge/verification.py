@@ -148,8 +148,11 @@ def predict_qonnx(
     Standard ONNX nodes run in onnxruntime in float32, which is exact while every accumulator
     fits in 24 bits of mantissa (the QONNX ``Quant`` nodes run in numpy).
     """
+    import onnxruntime
     from qonnx.core.onnx_exec import execute_onnx
 
+    # qonnx runs single nodes as opset-1 models; onnxruntime warns about each one. Errors still show.
+    onnxruntime.set_default_logger_severity(3)
     grid = to_input_grid(images_nhwc, input_type)
     expected = tuple(d.dim_value for d in qonnx_model.graph.input[0].type.tensor_type.shape.dim)[1:]
     if grid.shape[1:] != expected:
