@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from aeforge.artifact import tool_versions
 from aeforge.hls.csim import run_csim
 from aeforge.stages import HlsOptions, export_qonnx_stage, hardware_model, hls_stage, verification_inputs, verify_stage
@@ -63,7 +61,6 @@ def measure(source_run: Path, scratch: Path, backend: str, io_type: str, n: int)
         "run_to_verified_project_s": round(verified - start, 2),
         "meets_target": verified - start <= TARGET_S,
         "csim_events_per_s": round(csim.events_per_s, 1),
-        "csim_wall_events_per_s_incl_subprocess": None,
         "bit_exact": results["bit_exact"],
         "targets": results["targets"],
     }
@@ -99,7 +96,6 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "econt_hls.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    assert all(np.isfinite(r["csim_events_per_s"]) for r in rows)
 
 
 if __name__ == "__main__":
