@@ -167,6 +167,7 @@ class _GraphTypes:
     accumulators: dict[str, FixedPoint]  # Conv, MatMul and the bias Add
     weights: dict[str, FixedPoint]
     biases: dict[str, FixedPoint]
+    absorbed: dict[str, FixedPoint]  # Conv/MatMul -> the Quant applied directly to its (biased) sum
 
 
 def graph_types(model: ModelWrapper, input_type: FixedPoint) -> _GraphTypes:
@@ -177,6 +178,7 @@ def graph_types(model: ModelWrapper, input_type: FixedPoint) -> _GraphTypes:
     accumulators: dict[str, FixedPoint] = {}
     weights: dict[str, FixedPoint] = {}
     biases: dict[str, FixedPoint] = {}
+    absorbed: dict[str, FixedPoint] = {}
     for graph_input in model.graph.input:
         results[graph_input.name] = input_type
     for node in model.graph.node:
@@ -217,13 +219,16 @@ def graph_types(model: ModelWrapper, input_type: FixedPoint) -> _GraphTypes:
                 biases[node.name] = bias_type
             if bias_node is not None:
                 accumulators[bias_node.name] = accumulator
+            sum_consumers = model.find_consumers((bias_node or node).output[0]) or []
+            if len(sum_consumers) == 1 and sum_consumers[0].op_type == "Quant":
+                absorbed[node.name] = quant_node_type(model, sum_consumers[0])
         elif node.op_type in ("Reshape", "Flatten", "Transpose", "Pad", "Identity"):
             source = tensor_type(model, node.input[0])
             if source is None and node.input[0] in results:
                 source = results[node.input[0]]
             if source is not None:
                 results[node.name] = source
-    return _GraphTypes(results, accumulators, weights, biases)
+    return _GraphTypes(results, accumulators, weights, biases, absorbed)
 
 
 def hls_config(
@@ -334,8 +339,13 @@ def _check_weight_layer(layer: Any, inputs: list[FixedPoint], where: str, types:
         fan_in = int(layer.get_attr("n_chan")) * int(np.prod(kernel))
     has_bias = bias_type is not None and np.any(np.asarray(layer.weights["bias"].data) != 0)
     needed = accumulator_type(inputs[0], weight_type, bias_type if has_bias else None, fan_in)
+    # hls4ml folds a Quant applied directly to the sum into result_t: casting the exact accumulator
+    # to the quantizer's type (same rounding and saturation) is that quantizer, bit for bit.
+    absorbed = [t for node, t in types.absorbed.items() if layer.name.endswith(f"_{node}")]
     for key in ("accum_t", "result_t"):
         held = _parse_precision(layer.types[key].precision, where)
+        if key == "result_t" and absorbed and held == absorbed[0]:
+            continue
         if not covers(held, needed):
             raise ArtifactError(
                 f"hls4ml layer {where}: {key} {held.ap_type()} cannot hold the exact sum ({needed.ap_type()})"
