@@ -224,8 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party() -> None:
+    """Hide third-party chatter that says nothing about the user's model (warnings stay for the rest)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"brevitas(\.|$)")
+    # torch's ONNX exporter warns that torchvision is absent, once per op it cannot register
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
