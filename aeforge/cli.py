@@ -77,7 +77,8 @@ def _cmd_hls(args: argparse.Namespace) -> int:
         io_type=f"io_{args.io}", reuse_factor=args.reuse_factor,
         strategy=args.strategy.capitalize(), part=args.part, clock_period_ns=args.clock_ns,
     )
-    card = hls_stage(Path(args.run), options, force=args.force, build=args.build)
+    card = hls_stage(Path(args.run), options, force=args.force, build=args.build, cosim=args.cosim,
+                     vsynth=args.vsynth)
     print(f"hls4ml project: {card['project']} ({options.backend}, {options.io_type}), "
           f"compiled for C-simulation in {card['metrics']['build_seconds']:.1f} s")
     for layer, types in card["precisions"].items():
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     hls.add_argument("--part", help="FPGA part (default: the backend's)")
     hls.add_argument("--clock-ns", type=float, default=5.0, help="clock period in ns (default 5)")
     hls.add_argument("--build", action="store_true", help="also run the vendor's C synthesis and parse its report")
+    hls.add_argument("--cosim", action="store_true", help="with --build: also run C/RTL co-simulation")
+    hls.add_argument("--vsynth", action="store_true", help="with --build: also run Vivado logic synthesis")
     hls.add_argument("--force", action="store_true", help="replace an existing RUN/hls")
     hls.set_defaults(handler=_cmd_hls)
 

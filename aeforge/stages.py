@@ -104,12 +104,16 @@ class HlsOptions:
     clock_period_ns: float = 5.0
 
 
-def hls_stage(run_dir: str | Path, options: HlsOptions, force: bool = False, build: bool = False) -> dict[str, Any]:
+def hls_stage(
+    run_dir: str | Path, options: HlsOptions, force: bool = False, build: bool = False,
+    cosim: bool = False, vsynth: bool = False,
+) -> dict[str, Any]:
     """``aeforge hls``: export (if needed), write and compile the hls4ml project in ``RUN/hls``.
 
     The project is built at its final place (its C-simulation library records absolute paths)
     and ``RUN/hls/card.json`` is written last; a failure leaves no ``RUN/hls``. With ``build``
-    the vendor tool runs C synthesis and its report goes into the card.
+    the vendor tool runs C synthesis (plus co-simulation / Vivado logic synthesis with ``cosim`` /
+    ``vsynth``) and its report goes into the card.
     """
     from aeforge.hls.hls4ml_backend import build_hls_project
 
@@ -125,6 +129,8 @@ def hls_stage(run_dir: str | Path, options: HlsOptions, force: bool = False, bui
         export_qonnx_stage(run_dir)
     qonnx_model = load_qonnx(run_dir)
     vendor = None
+    if (cosim or vsynth) and not build:
+        raise ArtifactError("--cosim and --vsynth need --build")
     if build:  # fail before minutes of work when the vendor tool is missing
         from aeforge.hls.vendor import get_backend
 
@@ -150,7 +156,8 @@ def hls_stage(run_dir: str | Path, options: HlsOptions, force: bool = False, bui
             "files": {},
         }
         if vendor is not None:
-            card["metrics"]["synthesis"] = vendor.build(project.path, synth=True).as_dict()
+            report = vendor.build(project.path, synth=True, cosim=cosim, vsynth=vsynth)
+            card["metrics"]["synthesis"] = report.as_dict()
         write_json_atomic(hls_dir / CARD_NAME, card)
     except BaseException:
         shutil.rmtree(hls_dir, ignore_errors=True)

@@ -159,3 +159,29 @@ def test_import_refuses_unknown_layers(tmp_path: Path, capsys: pytest.CaptureFix
                  "--out", str(tmp_path / "run")]) == 1
     assert "bn" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_hls_build_puts_the_synthesis_report_into_the_card(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Vitis here: a stand-in vitis-run on PATH drops a recorded csynth.xml where Vitis HLS would."""
+    import os
+    import stat
+
+    from tests.unit.test_vendor_reports import VITIS_CSYNTH
+
+    recorded = tmp_path / "recorded_csynth.xml"
+    recorded.write_text(VITIS_CSYNTH)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "vitis-run"
+    tool.write_text("#!/bin/sh\nmkdir -p encoder_prj/solution1/syn/report\n"
+                    f"cp {recorded} encoder_prj/solution1/syn/report/encoder_csynth.xml\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["hls", str(trained_run), "--force", "--build"]) == 0, capsys.readouterr().err
+    card = json.loads((trained_run / "hls" / "card.json").read_text())
+    synthesis = card["metrics"]["synthesis"]
+    assert (synthesis["lut"], synthesis["ff"], synthesis["dsp"]) == (59895, 34199, 132)
+    assert (synthesis["latency_cycles_max"], synthesis["ii_max"]) == (103, 92)
+    assert '"lut": 59895' in capsys.readouterr().out
