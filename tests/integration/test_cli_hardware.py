@@ -185,3 +185,14 @@ def test_hls_build_puts_the_synthesis_report_into_the_card(
     assert (synthesis["lut"], synthesis["ff"], synthesis["dsp"]) == (59895, 34199, 132)
     assert (synthesis["latency_cycles_max"], synthesis["ii_max"]) == (103, 92)
     assert '"lut": 59895' in capsys.readouterr().out
+
+
+def test_hls_refuses_a_corrupted_qonnx(hls_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(hls_run, run, ignore=shutil.ignore_patterns("hls"))
+    (run / "qonnx" / "model.onnx").write_bytes(b"not an onnx model")
+    assert main(["hls", str(run)]) == 1
+    assert "model.onnx changed since the run was written" in capsys.readouterr().err
+    assert not (run / "hls").exists()
