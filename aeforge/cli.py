@@ -88,6 +88,24 @@ def _cmd_hls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_rtl(args: argparse.Namespace) -> int:
+    from aeforge.stages import rtl_stage
+
+    summary = rtl_stage(Path(args.run), pipeline_stages=args.pipeline_stages, language=args.language,
+                        force=args.force)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"RTL: {summary['project']} (top {summary['top']}, {summary['language']}, "
+          f"latency {summary['latency_cycles']} cycles)")
+    print(summary["ports"])
+    if "latency_cycles_simulated" in summary:
+        print(f"simulated latency: {summary['latency_cycles_simulated']} cycles, II 1")
+    else:
+        print(summary["simulation"])
+    return EXIT_OK
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from aeforge.stages import format_verification, verify_stage
 
@@ -194,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     hls.add_argument("--force", action="store_true", help="replace an existing RUN/hls")
     hls.set_defaults(handler=_cmd_hls)
 
+    rtl = sub.add_parser("rtl", help="da4ml RTL (Verilog/VHDL) of the hardware model into RUN/rtl")
+    rtl.add_argument("run")
+    rtl.add_argument("--pipeline-stages", type=int, help="register stages (default: combinational)")
+    rtl.add_argument("--language", choices=["verilog", "vhdl"], default="verilog")
+    rtl.add_argument("--json", action="store_true")
+    rtl.add_argument("--force", action="store_true", help="replace an existing RUN/rtl")
+    rtl.set_defaults(handler=_cmd_rtl)
+
     verify = sub.add_parser(
         "verify", help="Brevitas vs QONNX vs HLS C-sim on the same vectors; exit 1 unless bit-exact"
     )
@@ -208,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help=".npy: (N,H,W,C), (N,C,H,W) with --layout nchw, (N,F); "
                          "ECON-T also (N,48) normalised charges in calQ order")
     predict.add_argument("--output", required=True, help=".npy to write: (N, outputs) values of the output type")
-    predict.add_argument("--target", choices=["brevitas", "qonnx", "hls"], default="brevitas")
+    predict.add_argument("--target", choices=["brevitas", "qonnx", "hls", "rtl"], default="brevitas")
     predict.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
     predict.set_defaults(handler=_cmd_predict)
 

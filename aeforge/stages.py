@@ -29,9 +29,10 @@ QONNX_DIR = "qonnx"
 QONNX_FILE = "model.onnx"
 HLS_DIR = "hls"
 HLS_PROJECT = "project"
+RTL_DIR = "rtl"
 IMPORT_SPEC = "model.json"
 IMPORT_WEIGHTS = "model.pt"
-TARGETS = ("brevitas", "qonnx", "hls")
+TARGETS = ("brevitas", "qonnx", "hls", "rtl")
 
 
 @dataclass
@@ -173,6 +174,49 @@ def hls_project_dir(run_dir: str | Path) -> Path | None:
     return Path(json.loads(card.read_text(encoding="utf-8"))["project"])
 
 
+# ------------------------------------------------------------------------------------ rtl
+def rtl_stage(
+    run_dir: str | Path, pipeline_stages: int | None = None, language: str = "verilog", force: bool = False
+) -> dict[str, Any]:
+    """``aeforge rtl``: da4ml RTL of the hardware model in ``RUN/rtl`` (combinational or pipelined).
+
+    The latency in cycles is measured in Verilator simulation when a Verilog project can be
+    simulated here; the port list (flattened fixed-point buses) goes into the returned summary.
+    """
+    from aeforge.hls.rtl import generate_rtl, measure_latency, why_verilator_unavailable
+    from aeforge.hls.rtl.da4ml_backend import bus_layout_doc
+
+    run_dir = Path(run_dir)
+    model = hardware_model(run_dir)
+    project = generate_rtl(model.module, run_dir / RTL_DIR, pipeline_stages=pipeline_stages, language=language,
+                           overwrite=force)
+    summary: dict[str, Any] = {
+        "project": str(project.out_dir),
+        "top": project.top,
+        "language": project.language,
+        "pipelined": project.pipelined,
+        "latency_cycles": project.latency_cycles,
+        "ports": bus_layout_doc(project),
+        "generation_s": round(project.generation_seconds, 2),
+    }
+    reason = why_verilator_unavailable() if language == "verilog" else "VHDL is not simulated here"
+    if reason is None:
+        inputs = verification_inputs(model, 64)
+        summary["latency_cycles_simulated"] = measure_latency(project, inputs)
+        summary["ii"] = 1
+    else:
+        summary["simulation"] = f"not run: {reason}"
+    return summary
+
+
+def rtl_project(run_dir: str | Path) -> Any:
+    """The RTL project of a run, or None when ``aeforge rtl`` has not run."""
+    from aeforge.hls.rtl import load_rtl_project
+
+    path = Path(run_dir) / RTL_DIR
+    return load_rtl_project(path) if path.is_dir() else None
+
+
 # ------------------------------------------------------------------------------------ inputs
 def verification_inputs(model: HardwareModel, n: int, seed: int = 0) -> np.ndarray:
     """``n`` channels-first input vectors on the input grid: realistic events for ECON-T, else uniform."""
@@ -241,6 +285,13 @@ def predict(
         if project is None:
             raise ArtifactError(f"{run_dir}: no HLS project; run 'aeforge hls {run_dir}' first")
         outputs = predict_hls_csim(project, nchw_to_nhwc(inputs_nchw), model.input_type)
+    elif target == "rtl":
+        from aeforge.hls.rtl import rtl_predict
+
+        rtl = rtl_project(run_dir)
+        if rtl is None:
+            raise ArtifactError(f"{run_dir}: no RTL project; run 'aeforge rtl {run_dir}' first")
+        outputs = rtl_predict(rtl, inputs_nchw)
     else:
         raise DataError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     return np.asarray(outputs, dtype=np.float64).reshape(len(inputs_nchw), -1)
@@ -256,7 +307,8 @@ def verify_stage(run_dir: str | Path, n: int = 10_000, seed: int = 0) -> dict[st
     """``aeforge verify``: every available target against Brevitas on the same ``n`` vectors.
 
     QONNX execution always runs (exporting in memory when ``RUN/qonnx`` is absent); HLS C-sim runs
-    when ``aeforge hls`` has built a project. Returns ``{"n", "targets": {name: Fidelity dict},
+    when ``aeforge hls`` has built a project, RTL simulation when ``aeforge rtl`` has.
+    Returns ``{"n", "targets": {name: Fidelity dict},
     "skipped": {name: reason}, "bit_exact"}``.
     """
     from aeforge.verification import compare
@@ -274,6 +326,11 @@ def verify_stage(run_dir: str | Path, n: int = 10_000, seed: int = 0) -> dict[st
     else:
         results["targets"]["hls"] = compare(
             reference, predict(run_dir, inputs, "hls", model), model.output_type, "hls").as_dict()
+    if rtl_project(run_dir) is None:
+        results["skipped"]["rtl"] = f"no RTL project (run 'aeforge rtl {run_dir}')"
+    else:
+        results["targets"]["rtl"] = compare(
+            reference, predict(run_dir, inputs, "rtl", model), model.output_type, "rtl").as_dict()
     results["bit_exact"] = all(t["exact"] == t["n"] for t in results["targets"].values())
     return results
 

