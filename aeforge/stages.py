@@ -176,7 +176,8 @@ def hls_project_dir(run_dir: str | Path) -> Path | None:
 
 # ------------------------------------------------------------------------------------ rtl
 def rtl_stage(
-    run_dir: str | Path, pipeline_stages: int | None = None, language: str = "verilog", force: bool = False
+    run_dir: str | Path, pipeline_stages: int | None = None, language: str = "verilog", force: bool = False,
+    synth: str | None = None,
 ) -> dict[str, Any]:
     """``aeforge rtl``: da4ml RTL of the hardware model in ``RUN/rtl`` (combinational or pipelined).
 
@@ -206,6 +207,13 @@ def rtl_stage(
         summary["ii"] = 1
     else:
         summary["simulation"] = f"not run: {reason}"
+    if synth is not None:
+        from aeforge.hls.rtl.yosys import synthesize
+
+        report = synthesize(project, synth)
+        summary.update({"lut": report.lut, "ff": report.ff, "dsp": report.dsp, "carry": report.carry,
+                        "bram": report.bram, "logic_depth": report.logic_depth, "ii": 1,
+                        "synthesis": report.as_dict()})
     return summary
 
 
