@@ -161,3 +161,39 @@ def test_unsupported_types_and_models_are_named(tmp_path) -> None:
     trn_zero = dataclasses.replace(QuantConfig(), latent=FixedPoint(9, 1, signed=False, rounding="TRN_ZERO"))
     with pytest.raises(QuantizationError, match=r"latent_act.*TRN_ZERO"):
         trace_model(build_autoencoder(ModelConfig(), trn_zero).encoder)
+
+
+@needs_sim
+@pytest.mark.parametrize("stages", [None, 2], ids=["comb", "pipelined"])
+def test_valid_in_valid_out_top(tmp_path, stages) -> None:
+    """The integration top, driven by its own Verilog testbench back to back and with random gaps:
+    one result per valid vector, Brevitas' values, constant latency = core stages + input register."""
+    from aeforge.hls.rtl import generate_rtl
+    from aeforge.hls.rtl.interface import valid_delay
+    from aeforge.hls.rtl.testbench import simulate_interface
+
+    model = _mlp()
+    inputs = _uniform_inputs(model, 300)
+    project = generate_rtl(model, tmp_path / "rtl", pipeline_stages=stages)
+    assert project.interface_top == "aeforge_model_top" and project.integration_top == "aeforge_model_top"
+    top_text = (project.out_dir / "src" / "aeforge_model_top.v").read_text()
+    assert ("input clk" in top_text) == (stages is not None) and "valid_out" in top_text
+    reference = predict_brevitas(model, inputs, model.input_type)
+    rng = np.random.default_rng(2)
+    for pattern in (None, rng.random(900) < 0.4):
+        run = simulate_interface(project, inputs, pattern)
+        np.testing.assert_array_equal(run.outputs, reference)
+        assert set(run.latencies_cycles.tolist()) == {valid_delay(project)}
+        assert run.initiation_interval == 1
+    assert valid_delay(project) == (0 if stages is None else project.latency_cycles + 1)
+
+
+@needs_da4ml
+def test_vhdl_project_has_the_interface_top(tmp_path) -> None:
+    from aeforge.hls.rtl import generate_rtl
+
+    project = generate_rtl(_mlp(), tmp_path / "rtl", pipeline_stages=2, language="vhdl")
+    text = (project.out_dir / "src" / "aeforge_model_top.vhd").read_text()
+    assert "entity aeforge_model_top is port(" in text and "valid_out:out std_logic" in text
+    assert "rising_edge(clk)" in text and "entity work.aeforge_model_wrapper" in text
+    assert "src/aeforge_model_top.vhd" in project.files

@@ -111,6 +111,12 @@ class RtlProject:
     files: tuple[str, ...]  # relative to out_dir
     generation_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    interface_top: str = ""  # the valid-in/valid-out top (aeforge.hls.rtl.interface); "" in old projects
+
+    @property
+    def integration_top(self) -> str:
+        """The module a user integrates and synthesis reports on: the valid-in/valid-out top when present."""
+        return self.interface_top or self.top
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -145,6 +151,7 @@ class RtlProject:
             files=tuple(data["files"]),
             generation_seconds=float(data.get("generation_seconds", 0.0)),
             extra=dict(data.get("extra", {})),
+            interface_top=str(data.get("interface_top", "")),
         )
 
 
@@ -486,8 +493,14 @@ def generate_rtl(
             generation_seconds=0.0,
             extra={"combinational_delay": [float(v) for v in comb.latency], "da4ml_cost": float(comb.cost)},
         )
+        from aeforge.hls.rtl.interface import interface_top_name, write_interface_top, write_testbench
+
+        interface_top = interface_top_name(name)
+        project = RtlProject(**{**project.__dict__, "interface_top": interface_top})
+        write_interface_top(project, staging, interface_top)
         if language == "verilog":
             _append_latency_probe(staging, project)
+            write_testbench(project, staging, interface_top)
         files = tuple(f for f in _list_files(staging) if f != MANIFEST)
         seconds = time.perf_counter() - start
         project = RtlProject(

@@ -314,6 +314,11 @@ def categorize(cells: dict[str, int], target: str) -> dict[str, int | None]:
 
 
 # ------------------------------------------------------------------------------------ synthesis
+def _top(project: Any) -> str:
+    """The module synthesized: the project's valid-in/valid-out top when it has one, else da4ml's wrapper."""
+    return getattr(project, "integration_top", None) or project.top
+
+
 def _script(files: list[str], top: str, target: str, json_stat: bool) -> str:
     lines = [
         "read_verilog " + " ".join(files),
@@ -361,7 +366,7 @@ def synthesize(
         for rel in files:
             (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out_dir / rel, scratch / rel)
-        (scratch / "run.ys").write_text(_script(files, project.top, target, json_stat), encoding="utf-8")
+        (scratch / "run.ys").write_text(_script(files, _top(project), target, json_stat), encoding="utf-8")
         start = time.perf_counter()
         try:
             result = subprocess.run(
@@ -384,9 +389,9 @@ def synthesize(
             detail = errors[-1] if errors else (result.stderr or result.stdout).strip()[-500:]
             raise SynthesisError(f"{out_dir}: Yosys failed for {target} (exit {result.returncode}): {detail}")
         if json_stat and (scratch / "stat.json").is_file():
-            cells = parse_stat_json((scratch / "stat.json").read_text(), project.top)
+            cells = parse_stat_json((scratch / "stat.json").read_text(), _top(project))
         elif (scratch / "stat.txt").is_file():
-            cells = parse_stat_text((scratch / "stat.txt").read_text(), project.top)
+            cells = parse_stat_text((scratch / "stat.txt").read_text(), _top(project))
         else:
             raise SynthesisError(f"{out_dir}: Yosys wrote no statistics for {target}")
         ltp_path = scratch / "ltp.txt"
@@ -398,7 +403,7 @@ def synthesize(
     counts = categorize(cells, target)
     return YosysReport(
         target=target,
-        top=project.top,
+        top=_top(project),
         lut=counts["lut"],
         ff=int(counts["ff"] or 0),
         carry=counts["carry"],
