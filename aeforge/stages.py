@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from aeforge.artifact import CARD_NAME, RunWriter, load_run, sha256_file, write_json_atomic
-from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
+from aeforge.errors import ArtifactError, ConfigError, DataError, ToolUnavailableError
 from aeforge.fixedpoint import FixedPoint
 
 QONNX_DIR = "qonnx"
@@ -32,7 +32,8 @@ HLS_PROJECT = "project"
 RTL_DIR = "rtl"
 IMPORT_SPEC = "model.json"
 IMPORT_WEIGHTS = "model.pt"
-TARGETS = ("brevitas", "qonnx", "hls", "rtl")
+TARGETS = ("brevitas", "qonnx", "hls", "rtl", "ort")
+ONNX_DIR = "onnx"
 
 
 @dataclass
@@ -177,44 +178,152 @@ def hls_project_dir(run_dir: str | Path) -> Path | None:
 # ------------------------------------------------------------------------------------ rtl
 def rtl_stage(
     run_dir: str | Path, pipeline_stages: int | None = None, language: str = "verilog", force: bool = False,
-    synth: str | None = None,
+    synth: str | None = None, target_mhz: float | None = None, pnr: bool = False, energy: bool = False,
+    node_nm: float = 65.0, n_check: int = 256,
 ) -> dict[str, Any]:
     """``aeforge rtl``: da4ml RTL of the hardware model in ``RUN/rtl`` (combinational or pipelined).
 
-    The latency in cycles is measured in Verilator simulation when a Verilog project can be
-    simulated here; the port list (flattened fixed-point buses) goes into the returned summary.
+    ``pipeline_stages`` or ``target_mhz`` (stages chosen from the ECP5 delay calibration of
+    :mod:`aeforge.hls.rtl.pnr`) set the pipelining. When the Verilog can be simulated here, the
+    valid-in/valid-out top is driven back to back and with gaps on ``n_check`` realistic vectors:
+    the results must equal Brevitas', and the latency (valid_in to valid_out, in clock cycles) and
+    the initiation interval are measured. ``synth`` runs Yosys for that target, ``pnr`` nextpnr-ecp5
+    for Fmax. The tool-free resource estimate and the programmable-MAC energy estimate of
+    :mod:`aeforge.hls.estimate` are always added; ``energy`` also synthesizes a generic gate netlist
+    and estimates this design's energy per inference at ``node_nm`` from it, with the bit activity
+    measured on realistic events. ``RUN/rtl/card.json`` holds everything and is written last; a
+    failure leaves no ``RUN/rtl``. Missing tools are reported before any work is done.
     """
-    from aeforge.hls.rtl import generate_rtl, measure_latency, why_verilator_unavailable
+    from aeforge.hls.rtl import generate_rtl, why_verilator_unavailable
     from aeforge.hls.rtl.da4ml_backend import bus_layout_doc
+    from aeforge.hls.rtl.interface import valid_delay
 
     run_dir = Path(run_dir)
+    rtl_dir = run_dir / RTL_DIR
+    if pipeline_stages is not None and target_mhz is not None:
+        raise ConfigError("give --pipeline-stages or --target-mhz, not both")
+    if (synth or pnr) and language != "verilog":
+        raise ConfigError("synthesis and place-and-route read the Verilog project; use --language verilog")
+    if synth is not None or energy:
+        from aeforge.hls.rtl.yosys import why_yosys_unavailable
+
+        if why_yosys_unavailable():
+            raise ToolUnavailableError(f"--{'synth' if synth else 'energy'}: {why_yosys_unavailable()}")
+    if pnr:
+        from aeforge.hls.rtl.pnr import why_nextpnr_unavailable
+
+        if why_nextpnr_unavailable():
+            raise ToolUnavailableError(f"--pnr: {why_nextpnr_unavailable()}")
+    if rtl_dir.exists() and not force:
+        raise ArtifactError(f"{rtl_dir}: already exists; pass --force to replace it")
     model = hardware_model(run_dir)
-    project = generate_rtl(model.module, run_dir / RTL_DIR, pipeline_stages=pipeline_stages, language=language,
-                           overwrite=force)
-    summary: dict[str, Any] = {
-        "project": str(project.out_dir),
-        "top": project.top,
-        "language": project.language,
-        "pipelined": project.pipelined,
-        "latency_cycles": project.latency_cycles,
-        "ports": bus_layout_doc(project),
-        "generation_s": round(project.generation_seconds, 2),
+    latency_cutoff = None
+    if target_mhz is not None:
+        from aeforge.hls.rtl.pnr import cutoff_for_target_mhz
+
+        latency_cutoff = cutoff_for_target_mhz(target_mhz)
+    project = generate_rtl(model.module, rtl_dir, pipeline_stages=pipeline_stages, latency_cutoff=latency_cutoff,
+                           language=language, overwrite=force,
+                           clock_period_ns=1000.0 / target_mhz if target_mhz else 25.0)
+    try:
+        summary: dict[str, Any] = {
+            "project": str(project.out_dir),
+            "top": project.integration_top,
+            "core": project.top,
+            "language": project.language,
+            "pipelined": project.pipelined,
+            "pipeline_stages": project.latency_cycles,
+            "latency_cycles": valid_delay(project),
+            "latency_cycles_measured": False,
+            "ii": 1,
+            "ii_measured": False,
+            "target_mhz": target_mhz,
+            "ports": bus_layout_doc(project),
+            "input_type": project.input.lane_type.ap_type(),
+            "output_type": project.output.lane_type.ap_type(),
+            "generation_s": round(project.generation_seconds, 2),
+        }
+        reason = why_verilator_unavailable() if language == "verilog" else "VHDL is not simulated here"
+        if reason is None:
+            summary.update(_check_interface(project, model, n_check))
+        else:
+            summary["simulation"] = f"not run: {reason}"
+        if synth is not None:
+            from aeforge.hls.rtl.yosys import synthesize
+
+            report = synthesize(project, synth)
+            summary.update({"lut": report.lut, "ff": report.ff, "dsp": report.dsp, "carry": report.carry,
+                            "bram": report.bram, "logic_depth": report.logic_depth,
+                            "synthesis": report.as_dict()})
+        summary.update(_estimates(project, model, synth_report=summary.get("synthesis"), energy=energy,
+                                  node_nm=node_nm, clock_mhz=target_mhz or 40.0))
+        if pnr:
+            from aeforge.hls.rtl.pnr import place_and_route
+
+            routed = place_and_route(project, target_mhz=target_mhz or 40.0)
+            summary.update({"fmax_mhz": routed.fmax_mhz, "pnr": routed.as_dict()})
+        card = {"schema": 1, "kind": "rtl",
+                "parent": {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)},
+                "metrics": summary, "files": {}}
+        write_json_atomic(rtl_dir / CARD_NAME, card)
+    except BaseException:
+        shutil.rmtree(rtl_dir, ignore_errors=True)
+        raise
+    return summary
+
+
+def _estimates(project: Any, model: HardwareModel, synth_report: dict[str, Any] | None, energy: bool,
+               node_nm: float, clock_mhz: float) -> dict[str, Any]:
+    """Tool-free resource estimate, MAC-model energy, and (``energy``) the netlist energy estimate."""
+    from aeforge.hls.estimate import estimate_energy, estimate_mac_energy, estimate_resources, measure_activity
+
+    stages = project.latency_cycles if project.pipelined else None
+    out: dict[str, Any] = {
+        "estimate": estimate_resources(model.module, stages).as_dict(),
+        "energy_estimate": {"programmable_mac": estimate_mac_energy(model.module, node_nm=node_nm,
+                                                                    clock_mhz=clock_mhz).as_dict()},
     }
-    reason = why_verilator_unavailable() if language == "verilog" else "VHDL is not simulated here"
-    if reason is None:
-        inputs = verification_inputs(model, 64)
-        summary["latency_cycles_simulated"] = measure_latency(project, inputs)
-        summary["ii"] = 1
-    else:
-        summary["simulation"] = f"not run: {reason}"
-    if synth is not None:
+    if energy:
         from aeforge.hls.rtl.yosys import synthesize
 
-        report = synthesize(project, synth)
-        summary.update({"lut": report.lut, "ff": report.ff, "dsp": report.dsp, "carry": report.carry,
-                        "bram": report.bram, "logic_depth": report.logic_depth, "ii": 1,
-                        "synthesis": report.as_dict()})
-    return summary
+        if synth_report is not None and synth_report.get("target") == "generic":
+            cells = synth_report["cells"]
+        else:
+            cells = synthesize(project, "generic").cells
+        activity = measure_activity(model.module, verification_inputs(model, 2000))
+        netlist = estimate_energy(cells, node_nm=node_nm, clock_mhz=clock_mhz, activity=activity)
+        out["energy_estimate"]["netlist"] = netlist.as_dict()
+    return out
+
+
+def _check_interface(project: Any, model: HardwareModel, n_vectors: int) -> dict[str, Any]:
+    """Drive the valid-in/valid-out top back to back and with random gaps; results must be Brevitas'."""
+    from aeforge.hls.rtl.testbench import simulate_interface
+    from aeforge.verification import predict_brevitas
+
+    inputs = verification_inputs(model, n_vectors)
+    expected = predict_brevitas(model.module, inputs, model.input_type)
+    gaps = np.random.default_rng(0).random(3 * n_vectors) < 0.5
+    gaps[:2] = True  # at least one back-to-back pair, for the initiation interval
+    latencies: set[int] = set()
+    intervals: list[int] = []
+    for pattern in (None, gaps):
+        run = simulate_interface(project, inputs, pattern)
+        mismatched = int(np.sum(np.any(run.outputs.reshape(len(inputs), -1) != expected.reshape(len(inputs), -1),
+                                       axis=1)))
+        if mismatched:
+            raise ArtifactError(
+                f"{project.out_dir}: the valid-in/valid-out top returned {mismatched} of {len(inputs)} results "
+                "different from Brevitas"
+            )
+        latencies |= set(run.latencies_cycles.tolist())
+        if run.initiation_interval is not None:
+            intervals.append(run.initiation_interval)
+    if len(latencies) != 1:
+        raise ArtifactError(f"{project.out_dir}: latency varies between vectors: {sorted(latencies)} cycles")
+    return {"latency_cycles": latencies.pop(), "latency_cycles_measured": True,
+            "ii": min(intervals) if intervals else 1, "ii_measured": bool(intervals),
+            "interface_vectors_checked": 2 * len(inputs)}
 
 
 def rtl_project(run_dir: str | Path) -> Any:
@@ -300,9 +409,47 @@ def predict(
         if rtl is None:
             raise ArtifactError(f"{run_dir}: no RTL project; run 'aeforge rtl {run_dir}' first")
         outputs = rtl_predict(rtl, inputs_nchw)
+    elif target == "ort":
+        outputs = _predict_ort(model, inputs_nchw)
     else:
         raise DataError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     return np.asarray(outputs, dtype=np.float64).reshape(len(inputs_nchw), -1)
+
+
+def _predict_ort(model: HardwareModel, inputs_nchw: np.ndarray) -> np.ndarray:
+    """onnxruntime (CPU, exact session options) on the edge QDQ export of the hardware model."""
+    import tempfile
+
+    from aeforge.edge.onnx_export import export_edge_onnx
+    from aeforge.edge.runners.ort_runner import ort_predict
+
+    with tempfile.TemporaryDirectory(prefix="aeforge_ort_") as scratch:
+        exported = export_edge_onnx(model.module, model.input_shape, Path(scratch) / "model.onnx", fmt="qdq")
+        return ort_predict(exported.path, model.input_type.quantize(np.asarray(inputs_nchw, dtype=np.float64)))
+
+
+# ------------------------------------------------------------------------------------ edge
+def export_onnx_stage(run_dir: str | Path, out: str | Path | None = None, fmt: str = "qdq", opset: int = 17,
+                      batch: int | None = None, force: bool = False) -> dict[str, Any]:
+    """``aeforge export onnx``: the hardware model as ONNX for TensorRT / onnxruntime (default
+    ``RUN/onnx/model_<fmt>.onnx``), with a ``.json`` sidecar describing it and, for every format,
+    the TensorRT explicit-quantization check (violations are reported, not fatal: ``check trt`` is).
+    """
+    from aeforge.edge.onnx_export import export_edge_onnx
+
+    run_dir = Path(run_dir)
+    model = hardware_model(run_dir)
+    path = Path(out) if out is not None else run_dir / ONNX_DIR / f"model_{fmt}.onnx"
+    if path.suffix != ".onnx":
+        raise ArtifactError(f"{path}: the output file must end in .onnx")
+    if path.exists() and not force:
+        raise ArtifactError(f"{path}: already exists; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exported = export_edge_onnx(model.module, model.input_shape, path, fmt=fmt, opset=opset, batch=batch)
+    record = exported.as_dict()
+    record["parent"] = {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)}
+    write_json_atomic(path.with_suffix(".json"), record)
+    return record
 
 
 def _temporary_qonnx(model: HardwareModel) -> Any:
@@ -315,7 +462,8 @@ def verify_stage(run_dir: str | Path, n: int = 10_000, seed: int = 0) -> dict[st
     """``aeforge verify``: every available target against Brevitas on the same ``n`` vectors.
 
     QONNX execution always runs (exporting in memory when ``RUN/qonnx`` is absent); HLS C-sim runs
-    when ``aeforge hls`` has built a project, RTL simulation when ``aeforge rtl`` has.
+    when ``aeforge hls`` has built a project, RTL simulation when ``aeforge rtl`` has; onnxruntime
+    (``ort``) runs the edge QDQ export with exact session options whenever onnxruntime is installed.
     Returns ``{"n", "targets": {name: Fidelity dict},
     "skipped": {name: reason}, "bit_exact"}``.
     """
@@ -339,6 +487,14 @@ def verify_stage(run_dir: str | Path, n: int = 10_000, seed: int = 0) -> dict[st
     else:
         results["targets"]["rtl"] = compare(
             reference, predict(run_dir, inputs, "rtl", model), model.output_type, "rtl").as_dict()
+    from aeforge.edge.runners.ort_runner import provider_unavailable_reason
+
+    reason = provider_unavailable_reason("cpu")
+    if reason is not None:
+        results["skipped"]["ort"] = reason
+    else:
+        results["targets"]["ort"] = compare(
+            reference, predict(run_dir, inputs, "ort", model), model.output_type, "ort").as_dict()
     results["bit_exact"] = all(t["exact"] == t["n"] for t in results["targets"].values())
     return results
 

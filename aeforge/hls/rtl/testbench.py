@@ -131,7 +131,7 @@ def simulate_interface(
         (work / TESTBENCH_INPUTS).write_text("\n".join(_bus_hex(lanes, project.input.lane_bits)) + "\n")
         (work / TESTBENCH_VALID).write_text("\n".join("1" if v else "0" for v in pattern) + "\n")
         result = subprocess.run(
-            [str(exe), f"+vectors={n}", f"+cycles={len(pattern)}"], cwd=work, capture_output=True, text=True,
+            [str(exe.resolve()), f"+vectors={n}", f"+cycles={len(pattern)}"], cwd=work, capture_output=True, text=True,
             timeout=600,
         )
         if result.returncode != 0:
