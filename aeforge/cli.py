@@ -121,6 +121,44 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from aeforge.benchmarks.bench import bench_stage, headline
+
+    energy_options = {key: value for key, value in (("min_window_s", args.energy_window_s),
+                                                    ("repeats", args.energy_repeats), ("idle_s", args.idle_s))
+                      if value is not None}
+    result = bench_stage(Path(args.run), runner=args.runner, scenario=args.scenario, batch_size=args.batch,
+                         meter=args.meter, threads=args.threads, min_duration_s=args.duration_s,
+                         min_queries=args.min_queries, max_duration_s=args.max_duration_s,
+                         energy_options=energy_options or None)
+    if args.json:
+        print(json.dumps({**result, **headline(result)}, indent=2))
+    else:
+        state = "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
+        print(f"{args.runner} {args.scenario} batch {args.batch}: {state}")
+        if result["p50_s"] is not None:
+            print(f"  latency p50 {result['p50_s'] * 1e6:.1f} us, p99 {result['p99_s'] * 1e6:.1f} us, "
+                  f"throughput {result['throughput_per_s']:.1f} inferences/s")
+        energy = result["energy_j_per_inference"]
+        print("  energy/inference: " + (f"{energy:.4g} J (measured, {result['meter']})" if energy is not None
+                                        else f"not measured ({result['energy_status']}: "
+                                             + "; ".join(result["energy"].get("invalid_reasons", [])) + ")"))
+        for name, value in result.get("estimates", {}).items():
+            print(f"  {name}: {value:.4g} (ESTIMATE, not measured)")
+        if result.get("saved_to"):
+            print(f"  saved: {result['saved_to']}")
+    return EXIT_OK if result["valid"] else EXIT_ERROR
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from aeforge.benchmarks.run_report import write_run_report
+
+    path = write_run_report(Path(args.run), compare=[Path(c) for c in args.compare or ()],
+                            out_dir=Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
 def _cmd_hls(args: argparse.Namespace) -> int:
     from aeforge.stages import HlsOptions, hls_stage
 
@@ -337,6 +375,29 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--target", choices=["brevitas", "qonnx", "hls", "rtl", "ort"], default="brevitas")
     predict.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
     predict.set_defaults(handler=_cmd_predict)
+
+    bench = sub.add_parser("bench", help="latency (and energy per inference where a power meter exists) of a runner")
+    bench.add_argument("run")
+    bench.add_argument("--runner", choices=["torch", "ort", "trt", "hls-csim"], default="ort")
+    bench.add_argument("--scenario", choices=["single-stream", "offline"], default="single-stream")
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--meter", default="auto",
+                       help="auto | none | rapl | nvml | jetson | rpi5 | external:FILE[@OFFSET_S] (default auto)")
+    bench.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+    bench.add_argument("--duration-s", type=float, help="minimum timed duration (default: the scenario's rule)")
+    bench.add_argument("--min-queries", type=int, help="minimum query count (default: the scenario's rule)")
+    bench.add_argument("--max-duration-s", type=float, help="stop after this long")
+    bench.add_argument("--energy-window-s", type=float, help="minimum energy window per repeat (default 10)")
+    bench.add_argument("--energy-repeats", type=int, help="energy repeats (default 5)")
+    bench.add_argument("--idle-s", type=float, help="idle power measurement before the windows (default 5)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(handler=_cmd_bench)
+
+    report = sub.add_parser("report", help="HTML + Markdown report of a run (benchmarks, resources, plots)")
+    report.add_argument("run")
+    report.add_argument("--compare", nargs="*", metavar="RUN", help="other runs to compare against")
+    report.add_argument("--out", help="report directory (default RUN/report)")
+    report.set_defaults(handler=_cmd_report)
 
     importer = sub.add_parser("import", help="import a model from another framework")
     import_sub = importer.add_subparsers(dest="format", metavar="FORMAT", required=True)

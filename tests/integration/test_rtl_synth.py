@@ -68,7 +68,7 @@ def xc7(projects, tmp_path_factory):
 def test_xc7(projects, xc7, kind) -> None:
     project = projects[kind]
     report = xc7[kind]
-    assert report.target == "xc7" and report.top == project.top
+    assert report.target == "xc7" and report.top == project.integration_top == "aeforge_model_top"
     assert report.lut is not None and report.lut > 0
     assert report.dsp == 0 and report.bram == 0  # da4ml: adder trees, no multipliers
     assert report.carry is not None and report.carry >= 0
