@@ -179,7 +179,8 @@ def hls_project_dir(run_dir: str | Path) -> Path | None:
 def rtl_stage(
     run_dir: str | Path, pipeline_stages: int | None = None, language: str = "verilog", force: bool = False,
     synth: str | None = None, target_mhz: float | None = None, pnr: bool = False, energy: bool = False,
-    node_nm: float = 65.0, n_check: int = 256,
+    node_nm: float = 65.0, n_check: int = 256, pnr_device: str = "85k", pnr_speed_grade: int = 6,
+    pnr_route: bool = True, pnr_timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """``aeforge rtl``: da4ml RTL of the hardware model in ``RUN/rtl`` (combinational or pipelined).
 
@@ -188,7 +189,10 @@ def rtl_stage(
     valid-in/valid-out top is driven back to back and with gaps on ``n_check`` realistic vectors:
     the results must equal Brevitas', and the latency (valid_in to valid_out, in clock cycles) and
     the initiation interval are measured. ``synth`` runs Yosys for that target, ``pnr`` nextpnr-ecp5
-    for Fmax. The tool-free resource estimate and the programmable-MAC energy estimate of
+    for Fmax on ``pnr_device`` (default the LFE5U-85F: the ECON-T encoder needs ~50k LUT4s, more than a
+    25k or 45k holds) at ``pnr_speed_grade`` (6 = slowest); ``pnr_route=False`` reports the
+    post-placement estimate (routing the encoder takes longer than 10 minutes). The tool-free
+    resource estimate and the programmable-MAC energy estimate of
     :mod:`aeforge.hls.estimate` are always added; ``energy`` also synthesizes a generic gate netlist
     and estimates this design's energy per inference at ``node_nm`` from it, with the bit activity
     measured on realistic events. ``RUN/rtl/card.json`` holds everything and is written last; a
@@ -214,6 +218,9 @@ def rtl_stage(
 
         if why_nextpnr_unavailable():
             raise ToolUnavailableError(f"--pnr: {why_nextpnr_unavailable()}")
+        from aeforge.hls.rtl.pnr import _check_args
+
+        _check_args(pnr_device, "CABGA381", pnr_speed_grade, target_mhz or 40.0, 1)
     if rtl_dir.exists() and not force:
         raise ArtifactError(f"{rtl_dir}: already exists; pass --force to replace it")
     model = hardware_model(run_dir)
@@ -260,7 +267,8 @@ def rtl_stage(
         if pnr:
             from aeforge.hls.rtl.pnr import place_and_route
 
-            routed = place_and_route(project, target_mhz=target_mhz or 40.0)
+            routed = place_and_route(project, device=pnr_device, speed_grade=pnr_speed_grade,
+                                     target_mhz=target_mhz or 40.0, route=pnr_route, timeout_s=pnr_timeout_s)
             summary.update({"fmax_mhz": routed.fmax_mhz, "pnr": routed.as_dict()})
         card = {"schema": 1, "kind": "rtl",
                 "parent": {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)},
