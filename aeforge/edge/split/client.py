@@ -1,0 +1,143 @@
+"""The device side of split inference: head.onnx on onnxruntime -> integer codes -> blob -> server -> logits.
+
+::
+
+    with SplitClient("RUN/split", transport="tcp", port=8765) as client:
+        result = client.infer(images)            # float32 (N, 3, H, W)
+        result.logits, result.head_s, result.encode_s, result.roundtrip_s, result.request_bytes
+
+Transports: ``grpc`` (KServe v2 through tritonclient, the packed code as a UINT8 ``code_packed``
+input), ``tcp`` (:class:`~aeforge.edge.split.fastpath.FastPathClient`) and ``zmq``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aeforge.edge.split.codec import COMPRESSIONS, encode_code, load_split_artifact, quantize_to_codes
+from aeforge.edge.split.fastpath import FastPathClient, TransportError, ZmqFastPathClient
+from aeforge.edge.split.serve import MODEL_NAME, OUTPUT_NAME, PACKED_INPUT
+from aeforge.errors import ConfigError, DataError, ToolUnavailableError
+
+TRANSPORTS = ("grpc", "tcp", "zmq")
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Logits of one request and where its time went (seconds) and how many bytes it sent."""
+
+    logits: np.ndarray
+    codes: np.ndarray
+    head_s: float
+    encode_s: float
+    roundtrip_s: float
+    request_bytes: int
+
+    @property
+    def total_s(self) -> float:
+        """Head + encode + round trip."""
+        return self.head_s + self.encode_s + self.roundtrip_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready timings and sizes (no arrays)."""
+        return {"batch": int(self.logits.shape[0]), "head_s": self.head_s, "encode_s": self.encode_s,
+                "roundtrip_s": self.roundtrip_s, "total_s": self.total_s, "request_bytes": self.request_bytes,
+                "predictions": self.logits.argmax(axis=1).tolist()}
+
+
+class SplitClient:
+    """Run the head locally and the tail on a split server (a context manager).
+
+    ``compression``: the codec's lossless stage (``none``, ``zlib``, ``zstd``).
+    """
+
+    def __init__(
+        self, artifact_dir: str | Path, transport: str = "grpc", host: str = "127.0.0.1", port: int = 8001,
+        token: str | None = None, model_name: str = MODEL_NAME, compression: str = "none", timeout_s: float = 10.0,
+        ort_threads: int | None = None,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"transport: unknown {transport!r}; expected one of {', '.join(TRANSPORTS)}")
+        if compression not in COMPRESSIONS:
+            raise ConfigError(f"compression: unknown {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
+        import onnxruntime as ort
+
+        from aeforge.edge.onnx_export import exact_session_options
+
+        self.artifact = load_split_artifact(artifact_dir)
+        self.transport = transport
+        self.model_name = model_name
+        self.compression = compression
+        self.token = token
+        self._session = ort.InferenceSession(str(self.artifact.verify("head")), exact_session_options(ort_threads),
+                                             providers=["CPUExecutionProvider"])
+        self._input_name = self._session.get_inputs()[0].name
+        if self._input_name != self.artifact.input_name:
+            raise ConfigError(f"input.name: split.json says {self.artifact.input_name!r}, head.onnx has "
+                              f"{self._input_name!r}")
+        self._transport: Any
+        if transport == "tcp":
+            self._transport = FastPathClient(host, port, token, timeout_s)
+        elif transport == "zmq":
+            self._transport = ZmqFastPathClient(host, port, token, timeout_s)
+        else:
+            try:
+                import tritonclient.grpc as triton
+            except ImportError:
+                raise ToolUnavailableError("the grpc transport needs tritonclient[grpc] "
+                                           "(pip install 'aeforge[split]')") from None
+            self._triton = triton
+            self._transport = triton.InferenceServerClient(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            self._timeout_s = timeout_s
+            self._headers = {"authorization": f"Bearer {token}"} if token else None
+
+    def head(self, images: np.ndarray) -> np.ndarray:
+        """The integer codes (int32) of ``images`` (the head output quantized exactly to the code grid)."""
+        array = np.asarray(images)
+        if array.dtype != np.float32:
+            raise DataError(f"input: images must be float32, got {array.dtype}")
+        values = self._session.run(None, {self._input_name: array})[0]
+        code = self.artifact.code
+        return quantize_to_codes(values, code.scale, code.bits, code.signed)
+
+    def send(self, blob: bytes) -> np.ndarray:
+        """Logits of one encoded blob over the transport; TransportError with the server's reason."""
+        if self.transport != "grpc":
+            return self._transport.infer(blob)
+        triton = self._triton
+        tensor = triton.InferInput(PACKED_INPUT, [len(blob)], "UINT8")
+        tensor.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8))
+        try:
+            outputs = [triton.InferRequestedOutput(OUTPUT_NAME)]
+            result = self._transport.infer(self.model_name, [tensor], outputs=outputs, headers=self._headers,
+                                           client_timeout=self._timeout_s)
+        except triton.InferenceServerException as exc:
+            raise TransportError(str(exc.status() or "GRPC"), exc.message() or str(exc)) from None
+        return result.as_numpy(OUTPUT_NAME)
+
+    def infer(self, images: np.ndarray) -> SplitResult:
+        """Head, encode, send; logits with the time of each step."""
+        start = time.perf_counter()
+        codes = self.head(images)
+        headed = time.perf_counter()
+        code = self.artifact.code
+        blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
+        encoded = time.perf_counter()
+        logits = self.send(blob)
+        done = time.perf_counter()
+        return SplitResult(logits, codes, headed - start, encoded - headed, done - encoded, len(blob))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._transport.close()
+
+    def __enter__(self) -> SplitClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""``aeforge export triton``: the split tail as a Triton Inference Server model repository.
+
+::
+
+    OUT/<model_name>/config.pbtxt        platform "onnxruntime_onnx", I/O names, types and dims from
+                                         tail.onnx, dynamic batching, graph optimizations off
+    OUT/<model_name>/1/model.onnx        tail.onnx (sha256 checked against split.json)
+
+A stock Triton serves it with the FP32 dequantized code as input (the packed-code input is an
+aeforge server extension, see :mod:`aeforge.edge.split.serve`). When the tail's batch dimension is
+fixed the config uses ``max_batch_size: 0`` and full dims, without dynamic batching.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from aeforge.edge.split.codec import SplitArtifact, load_split_artifact
+from aeforge.errors import ArtifactError, ConfigError
+
+ONNX_TO_TRITON = {
+    1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
+    7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 12: "TYPE_UINT32",
+    13: "TYPE_UINT64", 16: "TYPE_BF16",
+}
+"""ONNX ``TensorProto`` element types -> Triton ``DataType`` names."""
+
+
+def _tensors(artifact: SplitArtifact) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
+    """(name, Triton type, dims with -1 for dynamic) of the tail's graph inputs and outputs."""
+    import onnx
+
+    path = artifact.verify("tail")
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError / ValueError variants
+        raise ArtifactError(f"{path}: not a readable ONNX model ({exc})") from None
+    initializers = {i.name for i in graph.initializer}
+
+    def describe(value: Any) -> tuple[str, str, list[int]]:
+        tensor = value.type.tensor_type
+        if tensor.elem_type not in ONNX_TO_TRITON:
+            raise ArtifactError(f"{path}: tensor {value.name!r} has ONNX type {tensor.elem_type} without a Triton type")
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor.shape.dim]
+        return value.name, ONNX_TO_TRITON[tensor.elem_type], dims
+
+    inputs = [describe(v) for v in graph.input if v.name not in initializers]
+    outputs = [describe(v) for v in graph.output]
+    return inputs, outputs
+
+
+def config_pbtxt(
+    artifact: SplitArtifact, model_name: str = "aeforge_tail", max_batch_size: int = 64, instances: int = 1,
+    max_queue_delay_us: int = 100, exact: bool = True,
+) -> str:
+    """The text-format ``ModelConfig`` of the tail (see the module docstring)."""
+    if not model_name or not all(c.isalnum() or c in "_-." for c in model_name):
+        raise ConfigError(f"model_name: {model_name!r} must be non-empty letters, digits, '_', '-' or '.'")
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 0:
+        raise ConfigError(f"max_batch_size: must be an integer >= 0, got {max_batch_size!r}")
+    if instances < 1:
+        raise ConfigError(f"instances: must be >= 1, got {instances}")
+    inputs, outputs = _tensors(artifact)
+    batched = max_batch_size > 0 and all(dims and dims[0] == -1 for _, _, dims in inputs + outputs)
+    lines = [f'name: "{model_name}"', 'platform: "onnxruntime_onnx"',
+             f"max_batch_size: {max_batch_size if batched else 0}"]
+
+    def block(key: str, tensors: list[tuple[str, str, list[int]]]) -> None:
+        lines.append(f"{key} [")
+        for index, (name, data_type, dims) in enumerate(tensors):
+            shown = dims[1:] if batched else dims
+            lines.extend(["  {", f'    name: "{name}"', f"    data_type: {data_type}",
+                      f"    dims: [ {', '.join(map(str, shown))} ]", "  }" + ("," if index < len(tensors) - 1 else "")])
+        lines.append("]")
+
+    block("input", inputs)
+    block("output", outputs)
+    if batched:
+        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}", "}"]
+    lines += ["instance_group [", "  {", f"    count: {instances}", "    kind: KIND_AUTO", "  }", "]",
+              "version_policy: { latest: { num_versions: 1 } }"]
+    if exact:  # Triton's onnxruntime backend: level -1 = ORT_DISABLE_ALL (no QDQ refusion, as aeforge's ORT runs)
+        lines += ["optimization { graph { level: -1 } }"]
+    return "\n".join(lines) + "\n"
+
+
+def model_config_proto(artifact: SplitArtifact, model_name: str = "aeforge_tail", max_batch_size: int = 64) -> Any:
+    """The config as tritonclient's ``model_config_pb2.ModelConfig`` (None when tritonclient is absent)."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        return None
+    return text_format.Parse(config_pbtxt(artifact, model_name, max_batch_size), model_config_pb2.ModelConfig())
+
+
+def write_triton_repository(
+    artifact_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], model_name: str = "aeforge_tail",
+    max_batch_size: int = 64, instances: int = 1, max_queue_delay_us: int = 100,
+) -> Path:
+    """Write ``out_dir/<model_name>/{config.pbtxt, 1/model.onnx}``; returns the model directory.
+
+    The pbtxt is parsed back into tritonclient's ``ModelConfig`` when tritonclient is installed.
+    """
+    artifact = load_split_artifact(artifact_dir)
+    text = config_pbtxt(artifact, model_name, max_batch_size, instances, max_queue_delay_us)
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        pass
+    else:
+        text_format.Parse(text, model_config_pb2.ModelConfig())
+    model_dir = Path(out_dir) / model_name
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifact.tail_path, model_dir / "1" / "model.onnx.tmp")
+    os.replace(model_dir / "1" / "model.onnx.tmp", model_dir / "1" / "model.onnx")
+    (model_dir / "config.pbtxt").write_text(text)
+    return model_dir
