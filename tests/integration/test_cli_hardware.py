@@ -50,7 +50,7 @@ def test_hls_card_records_the_precisions(hls_run: Path) -> None:
 def test_verify_json_is_bit_exact_on_every_target(hls_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", str(hls_run), "--n", "2000", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert set(results["targets"]) == {"brevitas", "qonnx", "hls"}
+    assert set(results["targets"]) == {"brevitas", "qonnx", "hls", "ort"}
     for target in results["targets"].values():
         assert target["n"] == 2000 and target["exact"] == 2000 and target["max_lsb"] == 0
 
