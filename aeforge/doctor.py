@@ -256,6 +256,12 @@ _PACKAGES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("tritonclient", "tritonclient", ("tritonclient",), "'tritonclient[grpc]'"),
     ("grpcio", "grpc", ("grpcio",), "grpcio"),
     ("pyzmq", "zmq", ("pyzmq",), "pyzmq"),
+    ("torchvision", "torchvision", ("torchvision",), "torchvision"),
+    ("scikit-learn", "sklearn", ("scikit-learn",), "scikit-learn"),
+    ("Pillow", "PIL", ("Pillow", "pillow"), "Pillow"),
+    ("zstandard", "zstandard", ("zstandard",), "zstandard"),
+    ("optuna", "optuna", ("optuna",), "optuna"),
+    ("ray", "ray", ("ray",), "ray"),
     ("pynvml", "pynvml", ("nvidia-ml-py", "pynvml", "nvidia-ml-py3"), "nvidia-ml-py"),
 )
 
