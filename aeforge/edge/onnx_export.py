@@ -503,6 +503,41 @@ def _to_fp16(graph: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------ finishing
+# Reductions whose ``axes`` moved from an attribute to an input in opset 18 (ReduceSum did in 13).
+_AXES_INPUT_SINCE_18 = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                                  "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"})
+
+
+def _axes_input_to_attribute(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """Rewrite an opset-18 reduction (``axes`` input) into the opset 13-17 form (``axes`` attribute)."""
+    import onnx
+    from onnx import numpy_helper
+
+    for attribute in list(node.attribute):
+        if attribute.name == "noop_with_empty_axes":
+            if attribute.i:
+                raise ArtifactError(f"ONNX node '{node.name}': {node.op_type} with noop_with_empty_axes=1 "
+                                    "needs opset >= 18")
+            node.attribute.remove(attribute)
+    if len(node.input) < 2 or not node.input[1]:
+        return
+    name = node.input[1]
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for other in model.graph.node:
+        if other.op_type == "Constant" and other.output[0] == name:
+            constants[name] = numpy_helper.to_array(other.attribute[0].t)
+    if name not in constants:
+        raise ArtifactError(f"ONNX node '{node.name}': {node.op_type} reduces over computed axes ({name!r}); "
+                            "that needs opset >= 18")
+    axes = [int(axis) for axis in constants[name].reshape(-1)]
+    del node.input[1:]
+    node.attribute.append(onnx.helper.make_attribute("axes", axes))
+    if not any(name in other.input for other in model.graph.node):
+        kept = [init for init in model.graph.initializer if init.name != name]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+
+
 def _finalize(model: onnx.ModelProto, opset: int, module: Any) -> onnx.ModelProto:
     """Retarget to ``opset`` (default domain only), infer shapes, full onnx.checker, metadata."""
     import onnx
@@ -521,6 +556,8 @@ def _finalize(model: onnx.ModelProto, opset: int, module: Any) -> onnx.ModelProt
             _drop_attribute(node, "allowzero")
         if node.op_type == "Pad" and opset < 18 and len(node.input) > 3 and node.input[3]:
             raise ArtifactError(f"ONNX node '{node.name}': Pad with an 'axes' input needs opset >= 18")
+        if node.op_type in _AXES_INPUT_SINCE_18 and opset < 18:
+            _axes_input_to_attribute(model, node)
     model.producer_name = "aeforge"
     del model.metadata_props[:]
     metadata = {"aeforge.edge": "1"}

@@ -273,3 +273,22 @@ def test_brevitas_qcdq_export_is_what_the_checker_refuses(tmp_path: Path) -> Non
     with pytest.raises(RuntimeError, match="Bit width 11 is not supported"):
         export_onnx_qcdq(_encoder(QuantConfig()), torch.zeros(1, 1, 8, 8), export_path=str(tmp_path / "wide.onnx"),
                          dynamo=False)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_global_average_pool_exports_at_every_opset(opset: int, tmp_path: Path) -> None:
+    """torch emits opset-18 reductions (axes as an input); below 18 they are rewritten to the attribute form."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    out = tmp_path / "gap.onnx"
+    export_edge_onnx(model, (3, 8, 8), out, fmt="fp32", opset=opset)
+    proto = onnx.load(out)
+    reductions = [node for node in proto.graph.node if node.op_type == "ReduceMean"]
+    assert reductions and all((len(node.input) == 1) == (opset < 18) for node in reductions)
+    used = {name for node in proto.graph.node for name in node.input}
+    assert all(init.name in used for init in proto.graph.initializer)
+    images = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: images})[0], expected, atol=1e-5)
