@@ -243,27 +243,50 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     energy_options = {key: value for key, value in (("min_window_s", args.energy_window_s),
                                                     ("repeats", args.energy_repeats), ("idle_s", args.idle_s))
                       if value is not None}
-    result = bench_stage(Path(args.run), runner=args.runner, scenario=args.scenario, batch_size=args.batch,
-                         meter=args.meter, threads=args.threads, min_duration_s=args.duration_s,
-                         min_queries=args.min_queries, max_duration_s=args.max_duration_s,
-                         energy_options=energy_options or None)
+    batches = _batch_list(args.batch)
+    results = [bench_stage(Path(args.run), runner=args.runner, scenario=args.scenario, batch_size=batch,
+                           meter=args.meter, threads=args.threads, min_duration_s=args.duration_s,
+                           min_queries=args.min_queries, max_duration_s=args.max_duration_s,
+                           energy_options=energy_options or None) for batch in batches]
     if args.json:
-        print(json.dumps({**result, **headline(result)}, indent=2))
-    else:
-        state = "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
-        print(f"{args.runner} {args.scenario} batch {args.batch}: {state}")
-        if result["p50_s"] is not None:
-            print(f"  latency p50 {result['p50_s'] * 1e6:.1f} us, p99 {result['p99_s'] * 1e6:.1f} us, "
-                  f"throughput {result['throughput_per_s']:.1f} inferences/s")
-        energy = result["energy_j_per_inference"]
-        print("  energy/inference: " + (f"{energy:.4g} J (measured, {result['meter']})" if energy is not None
-                                        else f"not measured ({result['energy_status']}: "
-                                             + "; ".join(result["energy"].get("invalid_reasons", [])) + ")"))
-        for name, value in result.get("estimates", {}).items():
-            print(f"  {name}: {value:.4g} (ESTIMATE, not measured)")
-        if result.get("saved_to"):
-            print(f"  saved: {result['saved_to']}")
-    return EXIT_OK if result["valid"] else EXIT_ERROR
+        printed = [{**result, **headline(result)} for result in results]
+        print(json.dumps(printed[0] if len(printed) == 1 else printed, indent=2))
+        return EXIT_OK if all(result["valid"] for result in results) else EXIT_ERROR
+    for result in results:
+        _print_bench(args, result)
+    return EXIT_OK if all(result["valid"] for result in results) else EXIT_ERROR
+
+
+def _batch_list(text: str) -> list[int]:
+    """``--batch``: one batch size or a comma-separated sweep (``1,8,64``)."""
+    batches = []
+    for part in text.split(","):
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise AeforgeError(f"--batch: expected positive integers separated by commas (e.g. 1,8,64), "
+                               f"got {text!r}")
+        batches.append(value)
+    return batches
+
+
+def _print_bench(args: argparse.Namespace, result: dict) -> None:
+    """Human-readable lines of one bench result."""
+    state = "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
+    print(f"{args.runner} {args.scenario} batch {result['batch_size']}: {state}")
+    if result["p50_s"] is not None:
+        print(f"  latency p50 {result['p50_s'] * 1e6:.1f} us, p99 {result['p99_s'] * 1e6:.1f} us, "
+              f"throughput {result['throughput_per_s']:.1f} inferences/s")
+    energy = result["energy_j_per_inference"]
+    print("  energy/inference: " + (f"{energy:.4g} J (measured, {result['meter']})" if energy is not None
+                                    else f"not measured ({result['energy_status']}: "
+                                         + "; ".join(result["energy"].get("invalid_reasons", [])) + ")"))
+    for name, value in result.get("estimates", {}).items():
+        print(f"  {name}: {value:.4g} (ESTIMATE, not measured)")
+    if result.get("saved_to"):
+        print(f"  saved: {result['saved_to']}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -546,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("run")
     bench.add_argument("--runner", choices=["torch", "ort", "trt", "hls-csim"], default="ort")
     bench.add_argument("--scenario", choices=["single-stream", "offline"], default="single-stream")
-    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--batch", default="1", help="batch size, or a comma-separated sweep such as 1,8,64")
     bench.add_argument("--meter", default="auto",
                        help="auto | none | rapl | nvml | jetson | rpi5 | external:FILE[@OFFSET_S] (default auto)")
     bench.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")

@@ -154,3 +154,16 @@ def test_cli_bench_json_and_report(run: Path, tmp_path: Path, capsys: pytest.Cap
     assert main(["report", str(run), "--compare", str(run)]) == 0
     page = (run / "report" / "index.html").read_text()
     assert "external" in page and "p50" in page
+
+
+def test_cli_batch_sweep(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from aeforge.cli import main
+
+    capsys.readouterr()
+    assert main(["bench", str(run), "--runner", "ort", "--scenario", "offline", "--batch", "1,4", "--meter", "none",
+                 "--duration-s", "0.2", "--min-queries", "10", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["batch_size"] for r in results] == [1, 4] and all(r["valid"] for r in results)
+    assert all(Path(r["saved_to"]).is_file() for r in results)
+    assert main(["bench", str(run), "--batch", "1,x"]) == 1
+    assert "--batch" in capsys.readouterr().err
