@@ -307,8 +307,11 @@ class FixedPoint:
             return np.round(scaled)
         with np.errstate(invalid="ignore"):
             remainder = scaled - floor
-        tie = remainder == 0.5
-        nearest = np.where(remainder > 0.5, floor + 1, floor)
+        # scaled - floor is exact except on (-0.5, 0), where floor is -1 and the sum can round up to
+        # 0.5 (e.g. -0.49999999999999996 + 1): those values are nearer 0 than -1 and never ties.
+        small_negative = (scaled < 0) & (scaled > -0.5)
+        tie = (remainder == 0.5) & ~small_negative
+        nearest = np.where((remainder > 0.5) | small_negative, floor + 1, floor)
         tie_value = {
             "RND": floor + 1,
             "RND_MIN_INF": floor,

@@ -643,6 +643,15 @@ def test_to_qkeras_refusals(spec, relu):
 # ---------------------------------------------------------------------------------------------
 # Integer codes and RTL bit patterns
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rounding", ["RND_CONV", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF"])
+def test_rounding_just_inside_half_an_lsb_below_zero(rounding: str) -> None:
+    """-0.49999999999999996 LSB + 1 rounds to 0.5 in doubles; it must still round to code 0, not be a tie."""
+    spec = FixedPoint(2, 0, True, rounding, "SAT")
+    values = [np.nextafter(-0.125, 0.0), -0.125, np.nextafter(-0.375, 0.0), -0.375, np.nextafter(-0.125, -1.0)]
+    expected = [ref_code(v, 2, 0, True, rounding, "SAT") for v in values]
+    assert spec.to_codes(np.array(values)).tolist() == expected
+
+
 @settings(max_examples=150, deadline=None)
 @given(spec_and_values(fixed_specs(max_bits=24)))
 def test_codes_and_bits_round_trip(case):
