@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aeforge import __version__
 from aeforge.errors import AeforgeError
+from aeforge.sweep.command import configure_parser as configure_sweep  # argparse only; Optuna/Ray load on use
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -596,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     qkeras.add_argument("--out", required=True, help="run directory to write")
     qkeras.add_argument("--force", action="store_true", help="replace an existing run")
     qkeras.set_defaults(handler=_cmd_import)
+
+    sweep = sub.add_parser("sweep", help="bit-width/architecture sweep with hardware cost in the loop; Pareto front")
+    configure_sweep(sweep)
 
     doctor = sub.add_parser("doctor", help="list optional tools, devices and power meters, and why not")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
