@@ -166,7 +166,12 @@ class RayExecutor:
             except ToolUnavailableError:
                 raise
             except Exception as error:
-                raise ToolUnavailableError(f"--ray {address}: cannot connect: {type(error).__name__}: {error}") \
+                hint = ""
+                if address != "local" and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                    hint = ("; if the cluster uses token authentication (`ray start` turns it on when "
+                            "~/.ray/auth_token exists), set RAY_AUTH_MODE=token: Ray sends the token to an "
+                            "explicit address only then")
+                raise ToolUnavailableError(f"--ray {address}: cannot connect: {type(error).__name__}: {error}{hint}") \
                     from None
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         per_trial = resources.num_cpus if resources.num_cpus > 0 else 1.0

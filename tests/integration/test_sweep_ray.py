@@ -49,6 +49,9 @@ def ray_cluster() -> Iterator[str]:
         [RAY_CLI, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port), "--disable-usage-stats",
          "--include-dashboard=false", "--temp-dir", temp_dir],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # Ray >= 2.52 turns token auth on when ~/.ray/auth_token exists, and ray.init(address=...) sends the
+        # token only with RAY_AUTH_MODE=token set before Ray is imported: keep this loopback test cluster open.
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )
     address = f"127.0.0.1:{port}"
     try:
