@@ -151,19 +151,25 @@ def to_dict(config: Any) -> Any:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read an experiment YAML file; ``overrides`` maps dotted keys to values applied on top."""
     path = Path(path)
+    return parse_config(read_yaml_text(path), source=str(path), overrides=overrides)
+
+
+def read_yaml_text(path: Path, what: str = "config file") -> str:
+    """The text of a YAML file, or a ConfigError naming the file."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config: {error}") from None
-    return parse_config(text, source=str(path), overrides=overrides)
+        raise ConfigError(f"{path}: cannot read {what}: {error}") from None
 
 
-def parse_config(
-    text: str, source: str = "<config>", overrides: dict[str, Any] | None = None
-) -> ExperimentConfig:
-    """Parse YAML text into an :class:`ExperimentConfig` (see :func:`load_config`)."""
+def compose_located(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """YAML text as Python values plus the line of every mapping key and sequence item.
+
+    ``lines`` maps dotted paths (``train.seed``, ``space.bits[1]``) to 1-based lines. An empty
+    document is ``{}``. Invalid YAML and duplicate keys raise ConfigError with ``source:line``.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
@@ -172,11 +178,26 @@ def parse_config(
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     lines: dict[str, int] = {}
-    raw = {} if node is None else _construct(node, "", lines, source)
+    return ({} if node is None else _construct(node, "", lines, source)), lines
+
+
+def compose_sections(
+    text: str, source: str, overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """:func:`compose_located` of an experiment file (a mapping of sections) with dotted ``overrides`` applied."""
+    raw, lines = compose_located(text, source)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}:1: the config must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
+    return raw, lines
+
+
+def parse_config(
+    text: str, source: str = "<config>", overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Parse YAML text into an :class:`ExperimentConfig` (see :func:`load_config`)."""
+    raw, lines = compose_sections(text, source, overrides)
     return build_dataclass(ExperimentConfig, raw, "", lines, source)
 
 
@@ -193,7 +214,11 @@ def _construct(node: yaml.Node, path: str, lines: dict[str, int], source: str) -
             result[key] = _construct(value_node, dotted, lines, source)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, f"{path}[{i}]", lines, source) for i, item in enumerate(node.value)]
+        items = []
+        for index, item in enumerate(node.value):
+            lines[f"{path}[{index}]"] = item.start_mark.line + 1
+            items.append(_construct(item, f"{path}[{index}]", lines, source))
+        return items
     return _scalar(node)
 
 

@@ -39,9 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from aeforge.config import ExperimentConfig, build_dataclass, load_config, to_dict
+from aeforge.config import ExperimentConfig, build_dataclass, compose_located, load_config, read_yaml_text, to_dict
 from aeforge.errors import ConfigError, QuantizationError
 from aeforge.fixedpoint import FixedPoint
 
@@ -219,52 +217,18 @@ class _Located:
     def error(self, dotted: str, message: str) -> ConfigError:
         return ConfigError(f"{self.where(dotted)}: {message}")
 
-    def construct(self, node: yaml.Node, path: str) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                dotted = f"{path}.{key}" if path else str(key)
-                if key in result:
-                    raise ConfigError(f"{self.source}:{key_node.start_mark.line + 1}: {dotted}: duplicate key")
-                self.lines[dotted] = key_node.start_mark.line + 1
-                result[key] = self.construct(value_node, dotted)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                self.lines[f"{path}[{index}]"] = item.start_mark.line + 1
-                items.append(self.construct(item, f"{path}[{index}]"))
-            return items
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(node, deep=True)
-        finally:
-            loader.dispose()
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read sweep file: {error}") from None
-    return parse_sweep(text, source=str(path), base_dir=path.resolve().parent)
+    return parse_sweep(read_yaml_text(path, "sweep file"), source=str(path), base_dir=path.resolve().parent)
 
 
 def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None) -> SweepSpec:
     """Parse sweep YAML text; ``base`` paths are relative to ``base_dir`` (default: the working directory)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', None) or error}") from None
     doc = _Located(source)
-    raw = {} if node is None else doc.construct(node, "")
+    raw, doc.lines = compose_located(text, source)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}:1: a sweep file must be a mapping (keys: {', '.join(_TOP_KEYS)})")
     for key in raw:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from aeforge.config import _construct, _set_dotted, build_dataclass
+from aeforge.config import build_dataclass, compose_sections, read_yaml_text
 from aeforge.errors import ConfigError
 
 SPLIT_POINTS: dict[str, tuple[str, ...]] = {
@@ -174,32 +174,14 @@ def config_family(path: str | Path) -> str:
 def load_split_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SplitExperimentConfig:
     """Read a split experiment YAML file; ``overrides`` maps dotted keys to values applied on top."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config: {error}") from None
-    return parse_split_config(text, source=str(path), overrides=overrides)
+    return parse_split_config(read_yaml_text(path), source=str(path), overrides=overrides)
 
 
 def parse_split_config(
     text: str, source: str = "<config>", overrides: dict[str, Any] | None = None
 ) -> SplitExperimentConfig:
     """Parse YAML text into a :class:`SplitExperimentConfig` (errors name ``source:line: field``)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    lines: dict[str, int] = {}
-    raw = {} if node is None else _construct(node, "", lines, source)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}:1: the config must be a mapping of sections")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
+    raw, lines = compose_sections(text, source, overrides)
     try:
         return build_dataclass(SplitExperimentConfig, raw, "", lines, source)
     except ConfigError as error:
