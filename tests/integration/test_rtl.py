@@ -163,6 +163,20 @@ def test_unsupported_types_and_models_are_named(tmp_path) -> None:
         trace_model(build_autoencoder(ModelConfig(), trn_zero).encoder)
 
 
+@needs_da4ml
+def test_constant_model_is_refused_by_name(tmp_path) -> None:
+    """All weights quantized to zero: no input bit reaches an output, so there is no datapath to build."""
+    from aeforge.hls.rtl import generate_rtl
+
+    model = _mlp()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    with pytest.raises(ArtifactError, match=r"model_inp: no input bit reaches any output.*constant"):
+        generate_rtl(model, tmp_path / "const")
+    assert not (tmp_path / "const").exists()
+
+
 @needs_sim
 @pytest.mark.parametrize("stages", [None, 2], ids=["comb", "pipelined"])
 def test_valid_in_valid_out_top(tmp_path, stages) -> None:

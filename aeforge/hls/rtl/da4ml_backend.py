@@ -382,7 +382,12 @@ def _port(name: str, qints: Any) -> RtlPort:
     ks, is_, fs = zip(*kifs, strict=True)
     k_max, i_max, f_max = max(ks), max(is_), max(fs)
     lane_bits = k_max + i_max + f_max
-    if lane_bits < 1 or lane_bits > MAX_TYPE_BITS:
+    if lane_bits < 1:
+        what = ("no input bit reaches any output" if name == "model_inp" else "every output is the constant 0")
+        raise ArtifactError(f"{name}: {what} (all weights quantized to zero or the activations saturate): the "
+                            "trained model is constant, so there is no datapath to build; retrain it or widen "
+                            "its weight / activation types")
+    if lane_bits > MAX_TYPE_BITS:
         raise QuantizationError(f"{name}: lane width {lane_bits} bits is outside 1..{MAX_TYPE_BITS}")
     signed = bool(k_max)
     if signed and lane_bits < 2:
