@@ -11,6 +11,7 @@ from aeforge.errors import ArtifactError, QuantizationError
 from aeforge.fixedpoint import FixedPoint
 from aeforge.hls.rtl import da4ml_available, why_verilator_unavailable
 from aeforge.verification import compare, predict_brevitas
+from tests.small_models import spread_weights
 
 DA4ML_MISSING = da4ml_available()
 VERILATOR_MISSING = why_verilator_unavailable()
@@ -24,10 +25,7 @@ N_VECTORS = 1000
 
 def _trained_like(model: torch.nn.Module, seed: int = 0) -> None:
     """Spread weights over the whole quantizer range so that saturation and rounding are exercised."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.8)
+    spread_weights(model, seed)
 
 
 def _encoder(latent_bits: int | None):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from aeforge.hls.rtl import da4ml_available
 from aeforge.hls.rtl.yosys import TARGETS, synthesize, why_yosys_unavailable
+from tests.small_models import small_mlp
 
 DA4ML_MISSING = da4ml_available()
 YOSYS_MISSING = why_yosys_unavailable()
@@ -16,29 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _mlp():
-    from aeforge.quantize.models.sequential import build_sequential
-
-    spec = {
-        "input": {"shape": [8], "type": "ap_fixed<6,2,AP_RND_CONV,AP_SAT>"},
-        "layers": [
-            {
-                "kind": "dense",
-                "name": "fc1",
-                "units": 8,
-                "weight": "ap_fixed<4,1,AP_RND_CONV,AP_SAT>",
-                "bias": "ap_fixed<6,2,AP_RND_CONV,AP_SAT>",
-            },
-            {"kind": "relu", "name": "relu1", "type": "ap_ufixed<6,2,AP_RND_CONV,AP_SAT>"},
-            {"kind": "dense", "name": "fc2", "units": 4, "weight": "ap_fixed<4,1,AP_RND_CONV,AP_SAT>"},
-            {"kind": "quant", "name": "out", "type": "ap_fixed<8,3,AP_TRN,AP_SAT_SYM>"},
-        ],
-    }
-    model = build_sequential(spec).eval()
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.8)
-    return model
+    return small_mlp()
 
 
 @pytest.fixture(scope="module")

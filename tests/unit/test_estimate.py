@@ -12,6 +12,7 @@ import torch
 
 from aeforge.errors import ArtifactError, ConfigError
 from aeforge.hls import estimate as est
+from tests.small_models import small_mlp
 
 
 def _tiny(final_quant: bool = True):
@@ -28,24 +29,7 @@ def _tiny(final_quant: bool = True):
 
 
 def _mlp():
-    from aeforge.quantize.models.sequential import build_sequential
-
-    spec = {
-        "input": {"shape": [8], "type": "ap_fixed<6,2,AP_RND_CONV,AP_SAT>"},
-        "layers": [
-            {"kind": "dense", "name": "fc1", "units": 8, "weight": "ap_fixed<4,1,AP_RND_CONV,AP_SAT>",
-             "bias": "ap_fixed<6,2,AP_RND_CONV,AP_SAT>"},
-            {"kind": "relu", "name": "relu1", "type": "ap_ufixed<6,2,AP_RND_CONV,AP_SAT>"},
-            {"kind": "dense", "name": "fc2", "units": 4, "weight": "ap_fixed<4,1,AP_RND_CONV,AP_SAT>"},
-            {"kind": "quant", "name": "out", "type": "ap_fixed<8,3,AP_TRN,AP_SAT_SYM>"},
-        ],
-    }  # fmt: skip
-    model = build_sequential(spec).eval()
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.8)
-    return model
+    return small_mlp()
 
 
 def _conv():
