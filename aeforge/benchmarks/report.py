@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,17 @@ METHOD_LABELS = {
     "stc": "super trigger cells",
     "best_choice": "best choice",
 }
+
+
+def fmt_value(value: Any, digits: int = 5) -> str:
+    """Numbers to ``digits`` significant digits, None and non-finite as ``n/a``, booleans as yes/no."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else "n/a"
+    return str(value)
 
 
 def _pyplot():

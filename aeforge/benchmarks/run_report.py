@@ -25,7 +25,7 @@ import numpy as np
 
 from aeforge.artifact import CARD_NAME, load_run
 from aeforge.benchmarks.bench import BENCH_DIR
-from aeforge.benchmarks.report import METHOD_LABELS, _pyplot
+from aeforge.benchmarks.report import METHOD_LABELS, _pyplot, fmt_value
 from aeforge.errors import ArtifactError
 from aeforge.stages import HLS_DIR, RTL_DIR
 
@@ -72,17 +72,6 @@ def fmt_energy(joules: Any) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.4g} {unit}"
     return f"{value * 1e12:.4g} pJ"
-
-
-def fmt_value(value: Any) -> str:
-    """Numbers to 5 significant digits, None as ``n/a``, the rest as text."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.5g}" if math.isfinite(value) else "n/a"
-    return str(value)
 
 
 # --------------------------------------------------------------------------- document

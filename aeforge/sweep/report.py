@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import html
-import math
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aeforge.benchmarks.report import fmt_value
 from aeforge.sweep.store import PLOT_NAME, REPORT_NAME, TRIALS_DIR, trial_name
 
 _STYLE = """
@@ -23,13 +23,7 @@ UNITS = {"energy_j": "J", "bytes": "B/event", "latency_cycles": "cycles"}
 
 def fmt(value: Any) -> str:
     """Numbers to 4 significant digits, None as n/a, the rest as text."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else "n/a"
-    return str(value)
+    return fmt_value(value, digits=4)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1,
