@@ -358,7 +358,7 @@ def test_shape_errors_name_the_layer() -> None:
     with pytest.raises(ConfigError, match=r"duplicate layer name 'x'"):
         SequentialSpec(input=InputSpec(shape=(4,), type=W), layers=(FlattenSpec(name="x"), FlattenSpec(name="x")))
     with pytest.raises(ConfigError, match=r"input.*shape"):
-        SequentialSpec.from_dict({"input": {"shape": [4, 4], "type": T8}, "layers": []})
+        SequentialSpec.from_dict({"input": {"shape": [4, 4, 1, 1], "type": T8}, "layers": []})
     with pytest.raises(ConfigError, match=r"unknown key 'layer'"):
         SequentialSpec.from_dict({"input": {"shape": [4], "type": T8}, "layer": []})
 
