@@ -30,16 +30,19 @@ from torch import nn
 from aeforge.config import ModelConfig, QuantConfig
 from aeforge.data.hgcal.geometry import arrange_8x8, mask_8x8, remap_8x8
 from aeforge.fixedpoint import FixedPoint
+from aeforge.quantize.models.sequential import SequentialQuantModel
+from aeforge.quantize.models.spec import (
+    Conv2DSpec,
+    DenseSpec,
+    FlattenSpec,
+    InputSpec,
+    ReLUSpec,
+    SequentialSpec,
+    same_padding,
+)
 from aeforge.quantize.quantizers import brevitas_quant
 
 IMAGE_SIZE = 8
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow SAME padding ``(before, after)`` for one spatial axis: the extra pixel goes after."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 def _weight_kwargs(quant: QuantConfig | None, where: str) -> dict:
@@ -102,6 +105,32 @@ class EcontEncoder(nn.Module):
         x = self.conv_act(self.conv(self.pad(x)))
         x = x.permute(0, 2, 3, 1).flatten(1)  # channels-last flatten, as Keras/hls4ml
         return self.latent_act(self.dense(x))
+
+    def sequential_spec(self) -> SequentialSpec:
+        """The encoder as a :class:`SequentialSpec` (the form every hardware generator reads)."""
+        q = self.quant_config
+        if q is None:
+            raise ValueError("the float encoder has no fixed-point spec")
+        m = self.model_config
+        return SequentialSpec(input=InputSpec(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), type=q.input), layers=(
+            Conv2DSpec(name="conv", filters=m.filters, kernel_size=m.kernel_size, strides=m.stride,
+                       padding="same", weight=q.weight, bias=q.bias),
+            ReLUSpec(name="conv_act", type=q.conv_activation),
+            FlattenSpec(name="flatten"),
+            DenseSpec(name="dense", units=m.latent_dim, weight=q.weight, bias=q.bias),
+            ReLUSpec(name="latent_act", type=q.latent),
+        ))
+
+    def as_sequential(self) -> SequentialQuantModel:
+        """An equal :class:`SequentialQuantModel` (same weights; bit-exact on every input)."""
+        model = SequentialQuantModel(self.sequential_spec())
+        state = {"layers.0.weight": self.conv.weight, "layers.0.bias": self.conv.bias,
+                 "layers.3.weight": self.dense.weight, "layers.3.bias": self.dense.bias}
+        with torch.no_grad():
+            for name, tensor in model.named_parameters():
+                if name in state:
+                    tensor.copy_(state[name])
+        return model.train(self.training)
 
     def fixed_point_types(self) -> dict[str, str]:
         """Layer -> hardware type string, for cards and exporters (empty for the float model)."""
