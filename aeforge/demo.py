@@ -21,7 +21,7 @@ from aeforge.artifact import RunWriter, write_json_atomic
 from aeforge.config import DataConfig, ExperimentConfig, SyntheticDataConfig, TrainConfig, to_dict
 from aeforge.data.hgcal.readouts import load_calq_csv, normalize_econt
 from aeforge.quantize import metrics
-from aeforge.quantize.models.econt import EcontAutoencoder, build_autoencoder
+from aeforge.quantize.models.econt import EcontAutoencoder, build_autoencoder, reconstruct
 from aeforge.quantize.train import fit, save_checkpoints, train_experiment
 
 ELINKS = (2, 3, 4, 5)
@@ -52,16 +52,6 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
 
 
 @torch.no_grad()
-def reconstruct(model: EcontAutoencoder, events: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """Autoencoder reconstruction of ``(N, 48)`` normalised events, clipped at zero."""
-    model.eval()
-    parts = []
-    for start in range(0, len(events), batch_size):
-        batch = torch.as_tensor(events[start : start + batch_size], dtype=torch.float32)
-        parts.append(torch.relu(model(batch)).double().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, events.shape[1]))
-
-
 def evaluate(
     events: np.ndarray, train_events: np.ndarray, models: dict[str, EcontAutoencoder], best_choice_cells: int
 ) -> dict[str, np.ndarray]:

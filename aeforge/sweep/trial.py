@@ -119,8 +119,8 @@ def _stages(task: TrialTask, current: dict[str, str]) -> Any:
 
     current["stage"] = "quality"
     clock = time.perf_counter()
-    from aeforge.demo import reconstruct
     from aeforge.quantize import metrics as qmetrics
+    from aeforge.quantize.models.econt import reconstruct
 
     model = trained.qat_model or trained.float_model
     events = trained.splits.test[: task.max_events]

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from aeforge.edge.split.bottleneck import QConv, QPoint, bn_as_conv, fold_conv_bn
 from aeforge.edge.split.config import SPLIT_POINTS, check_split_point
+from aeforge.edge.split.fixed import QConv, QPoint, bn_as_conv, fold_conv_bn
 from aeforge.errors import ArtifactError, ConfigError
 
 

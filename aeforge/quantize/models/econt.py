@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from brevitas.nn import QuantConv2d, QuantConvTranspose2d, QuantIdentity, QuantLinear, QuantReLU
 from torch import nn
@@ -211,3 +212,14 @@ class EcontAutoencoder(nn.Module):
 def build_autoencoder(model: ModelConfig, quant: QuantConfig | None) -> EcontAutoencoder:
     """The ECON-T autoencoder; ``quant=None`` gives the float model with the same parameter names."""
     return EcontAutoencoder(model, quant)
+
+
+def reconstruct(model: EcontAutoencoder, events: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Autoencoder reconstruction of ``(N, 48)`` normalised events, clipped at zero."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(events), batch_size):
+            batch = torch.as_tensor(events[start : start + batch_size], dtype=torch.float32)
+            parts.append(torch.relu(model(batch)).double().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, events.shape[1]))
