@@ -34,7 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_CALLS = 200
-TOKEN = "bench"
+TOKEN = "bench-token-0123456789"
 
 
 # ------------------------------------------------------------------------------------ server side

@@ -156,18 +156,24 @@ def _check_calibrated(proxy: Any, what: str) -> None:
 
 # ------------------------------------------------------------------------------------ capture
 class _Capture:
-    """Hooks on every quantizer proxy: the QuantTensor each returns on one batch."""
+    """Hooks on every quantizer proxy: the QuantTensor each returns on one batch (shared proxies too)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.outputs: dict[str, Any] = {}
         self.handles = []
-        for name, sub in module.named_modules():
+        names: dict[int, list[str]] = {}
+        proxies: dict[int, nn.Module] = {}
+        for name, sub in module.named_modules(remove_duplicate=False):
             if type(sub).__name__.endswith("QuantProxyFromInjector"):
-                self.handles.append(sub.register_forward_hook(self._hook(name)))
+                names.setdefault(id(sub), []).append(name)
+                proxies[id(sub)] = sub
+        for key, proxy in proxies.items():
+            self.handles.append(proxy.register_forward_hook(self._hook(names[key])))
 
-    def _hook(self, name: str) -> Any:
+    def _hook(self, names: list[str]) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            self.outputs.setdefault(name, output)
+            for name in names:
+                self.outputs.setdefault(name, output)
         return hook
 
     def close(self) -> None:

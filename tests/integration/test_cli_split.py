@@ -76,8 +76,27 @@ def test_train_names_a_bad_field(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("transport", ["grpc", "tcp", "zmq"])
+def _security(mode: str, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """(serve tail options, split run options) for ``plain``, ``tls`` (with a token file) or ``curve``."""
+    if mode == "tls":
+        from tests.integration.test_split_secure import make_pki
+
+        pki = make_pki(tmp_path / "pki")
+        (tmp_path / "token").write_text("cli-token-0123456789abcdef\n")
+        return (["--tls-cert", pki["server_cert"], "--tls-key", pki["server_key"], "--token-file",
+                 str(tmp_path / "token")], ["--tls-ca", pki["ca"], "--token-file", str(tmp_path / "token")])
+    if mode == "curve":
+        from aeforge.edge.split.security import write_curve_keypair
+
+        public, secret = write_curve_keypair(tmp_path / "keys", "server")
+        return ["--curve-secret-key", str(secret)], ["--curve-server-key", str(public)]
+    return [], []
+
+
+@pytest.mark.parametrize(("transport", "security"), [("grpc", "plain"), ("tcp", "plain"), ("zmq", "plain"),
+                                                     ("tcp", "tls"), ("zmq", "curve")])
 def test_serve_tail_and_split_run_agree_with_the_full_model(split_run: Path, tmp_path: Path, transport: str,
+                                                             security: str,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     import onnxruntime as ort
 
@@ -87,19 +106,21 @@ def test_serve_tail_and_split_run_agree_with_the_full_model(split_run: Path, tmp
     images = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     port = _free_port()
+    serve_options, run_options = _security(security, tmp_path)
     server = subprocess.Popen(
         [sys.executable, "-m", "aeforge", "serve", "tail", str(split_run), "--port", str(port),
-         "--transport", transport], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--transport", transport, *serve_options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         if transport == "zmq":  # ZeroMQ connects lazily; wait for the server's banner instead of a TCP probe
             assert server.stdout is not None
-            assert "serving" in server.stdout.readline()
+            banner = server.stdout.readline()
+            assert "serving" in banner and ("curve" in banner) == (security == "curve")
         else:
             _wait_listening(port, server)
         code = main(["split", "run", str(split_run), "--port", str(port), "--transport", transport,
                      "--input", str(tmp_path / "images.npy"), "--output", str(tmp_path / "logits.npy"),
-                     "--compression", "zlib"])
+                     "--compression", "zlib", *run_options])
         assert code == 0
         printed = json.loads(capsys.readouterr().out)
     finally:
@@ -134,3 +155,28 @@ def test_export_triton_writes_a_parseable_repository(split_run: Path, tmp_path: 
     model_dir = tmp_path / "repo" / "aeforge_tail"
     assert (model_dir / "1" / "model.onnx").read_bytes() == (split_run / "split" / "tail.onnx").read_bytes()
     assert "max_batch_size: 16" in (model_dir / "config.pbtxt").read_text()
+
+
+def test_serve_tail_security_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused by name before anything is bound (a toy export; no training needed)."""
+    from tests.integration.test_split_serve import make_split_artifact
+
+    artifact = make_split_artifact(tmp_path / "split")
+    (tmp_path / "token").write_text("short\n")
+    cases = [
+        (["--host", "0.0.0.0", "--token-env", "AEFORGE_CLI_TEST_TOKEN"], "--insecure"),
+        (["--token-file", str(tmp_path / "token")], "too short"),
+        (["--transport", "zmq", "--tls-cert", "c.pem"], "secured with CURVE"),
+        (["--transport", "tcp", "--curve-secret-key", "k"], "CURVE secures the zmq transport only"),
+        (["--tls-cert", "missing.pem", "--tls-key", "missing.pem"], "cannot load"),
+    ]
+    os.environ["AEFORGE_CLI_TEST_TOKEN"] = "cli-test-token-0123456789"
+    try:
+        for extra, needle in cases:
+            assert main(["serve", "tail", str(artifact), "--port", "0", *extra]) == 1
+            assert needle in capsys.readouterr().err, (extra, needle)
+    finally:
+        del os.environ["AEFORGE_CLI_TEST_TOKEN"]
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+    assert main(["split", "run", str(artifact), "--input", str(tmp_path / "x.npy"), "--host", "10.9.8.7"]) == 1
+    assert "--insecure" in capsys.readouterr().err

@@ -23,6 +23,9 @@ triton = pytest.importorskip("tritonclient.grpc")
 
 pytestmark = pytest.mark.integration
 
+TOKEN = "test-token-0123456789"
+SECRET = "s3cret-0123456789abcdef"
+
 
 # ------------------------------------------------------------------------------------ toy artifact
 def make_split_artifact(
@@ -200,16 +203,16 @@ def test_grpc_unknown_model_and_oversized(grpc_server) -> None:
 def test_grpc_token(artifact: Path) -> None:
     from aeforge.edge.split.serve import TailServer
 
-    with TailServer(artifact, token="s3cret") as server:
+    with TailServer(artifact, token=SECRET) as server:
         client = _client(server.port)
         values = np.zeros((1, 4, 8, 8), np.float32)
-        for headers in (None, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        for headers in (None, {"authorization": "Bearer wrong"}, {"authorization": SECRET}):
             with pytest.raises(triton.InferenceServerException) as info:
                 client.infer("aeforge_tail", [_fp32("code", values)], headers=headers)
             assert info.value.status() == "StatusCode.UNAUTHENTICATED"
         with pytest.raises(triton.InferenceServerException):
             client.is_server_live()
-        good = {"authorization": "Bearer s3cret"}
+        good = {"authorization": f"Bearer {SECRET}"}
         assert client.is_server_live(headers=good)
         assert client.infer("aeforge_tail", [_fp32("code", values)], headers=good).as_numpy("logits").shape == (1, 10)
 
@@ -221,16 +224,24 @@ def test_token_required_off_loopback(artifact: Path) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost")
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "", "10.1.2.3", "example.org"))
     for host in ("0.0.0.0", "::", "192.168.1.5"):
-        with pytest.raises(ConfigError, match="token"):
-            check_bind(host, 0, None)
-        check_bind(host, 0, "tok")  # allowed with a token (nothing is bound here)
-        for cls in (TailServer, FastPathServer):
+        with pytest.raises(ConfigError, match="tls: refusing to serve plaintext"):
+            check_bind(host, 0, TOKEN)
+        with pytest.raises(ConfigError, match="needs a token"):
+            check_bind(host, 0, None, secure=True)
+        check_bind(host, 0, TOKEN, secure=True)  # allowed with TLS and a token (nothing is bound here)
+        check_bind(host, 0, TOKEN, insecure=True)  # plaintext only when asked for explicitly
+        check_bind(host, 0, None, secure=True, client_auth=True)  # client certificates instead of a token
+        for cls in (TailServer, FastPathServer):  # refused before loading or binding anything
+            with pytest.raises(ConfigError, match="--insecure"):
+                cls(artifact, host=host, token=TOKEN)
             with pytest.raises(ConfigError, match="needs a token"):
-                cls(artifact, host=host)  # refused before loading or binding anything
+                cls(artifact, host=host, insecure=True)
     with pytest.raises(ConfigError, match="port"):
         check_bind("127.0.0.1", 70000, None)
     with pytest.raises(ConfigError, match="token"):
-        check_bind("127.0.0.1", 0, "has space")
+        check_bind("127.0.0.1", 0, "has space 0123456789")
+    with pytest.raises(ConfigError, match="15 bytes is too short"):
+        check_bind("127.0.0.1", 0, "x" * 15)
 
 
 # ------------------------------------------------------------------------------------ fast path
@@ -238,7 +249,7 @@ def test_token_required_off_loopback(artifact: Path) -> None:
 def fast_server(artifact: Path):
     from aeforge.edge.split.fastpath import FastPathServer
 
-    with FastPathServer(artifact, token="tok", max_frame_bytes=64 * 1024, max_clients=8, idle_timeout_s=2.0,
+    with FastPathServer(artifact, token=TOKEN, max_frame_bytes=64 * 1024, max_clients=8, idle_timeout_s=2.0,
                         frame_timeout_s=1.0) as server:
         yield server
 
@@ -271,7 +282,7 @@ def test_fast_path_round_trip(fast_server, artifact: Path) -> None:
 
     codes = random_codes(artifact, 5, seed=2)
     expected = reference_logits(artifact, codes.astype(np.float32) * np.float32(0.125))
-    with FastPathClient("127.0.0.1", fast_server.port, token="tok") as client:
+    with FastPathClient("127.0.0.1", fast_server.port, token=TOKEN) as client:
         for compression in ("none", "zlib"):
             got = client.infer(encode_code(codes, 4, 0.125, False, compression))
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
@@ -279,18 +290,27 @@ def test_fast_path_round_trip(fast_server, artifact: Path) -> None:
 
 
 def test_fast_path_rejects_bad_frames_and_keeps_serving(fast_server, artifact: Path) -> None:
-    from aeforge.edge.split.fastpath import ERROR, HELLO, HELLO_OK, INFER, FastPathClient, TransportError, pack_frame
+    from aeforge.edge.split.fastpath import (
+        ERROR,
+        HELLO,
+        HELLO_OK,
+        INFER,
+        FastPathClient,
+        TransportError,
+        hello_payload,
+        pack_frame,
+    )
 
     codes = random_codes(artifact, 1, seed=3)
     blob = encode_code(codes, 4, 0.125, False)
     expected = reference_logits(artifact, codes.astype(np.float32) * np.float32(0.125))
-    survivor = FastPathClient("127.0.0.1", fast_server.port, token="tok").connect()
+    survivor = FastPathClient("127.0.0.1", fast_server.port, token=TOKEN).connect()
 
     def check_survivor() -> None:
         np.testing.assert_allclose(survivor.infer(blob), expected, atol=1e-6)
 
     # well-framed but bad requests: an ERROR reply naming the problem, the connection stays usable
-    with FastPathClient("127.0.0.1", fast_server.port, token="tok") as client:
+    with FastPathClient("127.0.0.1", fast_server.port, token=TOKEN) as client:
         for bad, needle in [(blob[:-1], "payload_length"), (b"junk", "header"),
                             (encode_code(np.zeros((1, 4, 4, 4), int), 4, 0.125, False), "dims"),
                             (encode_code(np.zeros((1, 4, 8, 8), np.int32), 8, 0.125, False), "bits"),
@@ -301,13 +321,13 @@ def test_fast_path_rejects_bad_frames_and_keeps_serving(fast_server, artifact: P
         np.testing.assert_allclose(client.infer(blob), expected, atol=1e-6)
     check_survivor()
     # framing errors and bad tokens: ERROR reply, then the server closes that connection
-    hello = pack_frame(HELLO, 1, b"tok")
+    hello = pack_frame(HELLO, 1, hello_payload(None, TOKEN))
     cases = [
         (b"XXXX" + bytes(16), "BAD_MAGIC"),
         (hello + struct.pack("<4sBBHQI", b"AEFP", 9, INFER, 0, 2, 0), "BAD_VERSION"),
-        (hello + struct.pack("<4sBBHQI", b"AEFP", 1, 7, 0, 2, 0), "BAD_TYPE"),
-        (hello + struct.pack("<4sBBHQI", b"AEFP", 1, INFER, 0, 2, 1 << 30), "TOO_LARGE"),
-        (pack_frame(HELLO, 1, b"wrong"), "UNAUTHENTICATED"),
+        (hello + struct.pack("<4sBBHQI", b"AEFP", 2, 7, 0, 2, 0), "BAD_TYPE"),
+        (hello + struct.pack("<4sBBHQI", b"AEFP", 2, INFER, 0, 2, 1 << 30), "TOO_LARGE"),
+        (pack_frame(HELLO, 1, hello_payload(None, "wrong-token-0123456789")), "UNAUTHENTICATED"),
         (pack_frame(INFER, 1, blob), "UNAUTHENTICATED"),  # no HELLO first
     ]
     from aeforge.edge.split.fastpath import ERRORS
@@ -334,7 +354,7 @@ def test_fast_path_rejects_bad_frames_and_keeps_serving(fast_server, artifact: P
 def test_fast_path_max_clients_and_idle(artifact: Path) -> None:
     from aeforge.edge.split.fastpath import ERRORS, FastPathClient, FastPathServer, TransportError
 
-    with FastPathServer(artifact, max_clients=2, idle_timeout_s=0.5) as server:
+    with FastPathServer(artifact, max_clients=2, idle_timeout_s=0.5, handshake_timeout_s=0.5) as server:
         first = FastPathClient("127.0.0.1", server.port).connect()
         second = FastPathClient("127.0.0.1", server.port).connect()
         with pytest.raises(TransportError) as info:
@@ -344,9 +364,9 @@ def test_fast_path_max_clients_and_idle(artifact: Path) -> None:
         time.sleep(0.2)
         third = FastPathClient("127.0.0.1", server.port).connect()  # a slot is free again
         time.sleep(0.8)  # idle past idle_timeout_s: the server closed both
-        with _raw(server.port) as sock:  # an idle raw connection gets a TIMEOUT error
+        with _raw(server.port) as sock:  # a connection that never sends HELLO gets a TIMEOUT error
             frames = _read_frames(sock)
-            assert ERRORS[frames[-1][1]] == "TIMEOUT"
+            assert ERRORS[frames[-1][1]] == "TIMEOUT" and b"handshake" in frames[-1][2]
         codes = random_codes(artifact, 1)
         with pytest.raises(TransportError):
             first.infer(encode_code(codes, 4, 0.125, False))
@@ -361,12 +381,12 @@ def test_zmq_round_trip(artifact: Path) -> None:
 
     codes = random_codes(artifact, 2, seed=5)
     expected = reference_logits(artifact, codes.astype(np.float32) * np.float32(0.125))
-    with ZmqFastPathServer(artifact, token="z") as server:
-        with ZmqFastPathClient("127.0.0.1", server.port, token="z", timeout_s=5) as client:
+    with ZmqFastPathServer(artifact, token=TOKEN) as server:
+        with ZmqFastPathClient("127.0.0.1", server.port, token=TOKEN, timeout_s=5) as client:
             np.testing.assert_allclose(client.infer(encode_code(codes, 4, 0.125, False)), expected, atol=1e-6)
             with pytest.raises(TransportError, match=r"field .version."):
                 client.infer(b"AECT" + bytes(40))
-        with ZmqFastPathClient("127.0.0.1", server.port, token="bad", timeout_s=5) as client:
+        with ZmqFastPathClient("127.0.0.1", server.port, token="bad-token-0123456789", timeout_s=5) as client:
             with pytest.raises(TransportError) as info:
                 client.infer(encode_code(codes, 4, 0.125, False))
             assert info.value.status == "UNAUTHENTICATED"
@@ -388,8 +408,8 @@ def test_split_client_end_to_end(artifact: Path, transport: str) -> None:
     head = ort.InferenceSession(str(artifact / "head.onnx"), providers=["CPUExecutionProvider"])
     values = head.run(None, {"image": images})[0]
     expected = reference_logits(artifact, values)
-    with server_cls(artifact, token="t") as server, \
-            SplitClient(artifact, transport, port=server.port, token="t", compression="zlib") as client:
+    with server_cls(artifact, token=TOKEN) as server, \
+            SplitClient(artifact, transport, port=server.port, token=TOKEN, compression="zlib") as client:
         result = client.infer(images)
     np.testing.assert_allclose(result.logits, expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(result.codes.astype(np.float32) * np.float32(0.125), values)
@@ -402,8 +422,8 @@ def test_split_client_transport_errors(artifact: Path) -> None:
     from aeforge.edge.split.fastpath import TransportError
     from aeforge.edge.split.serve import TailServer
 
-    with TailServer(artifact, token="t") as server, \
-            SplitClient(artifact, "grpc", port=server.port, token="x") as client, \
+    with TailServer(artifact, token=TOKEN) as server, \
+            SplitClient(artifact, "grpc", port=server.port, token="wrong-token-0123456789") as client, \
             pytest.raises(TransportError, match="UNAUTHENTICATED"):
         client.infer(np.zeros((1, 3, 16, 16), np.float32))
     with pytest.raises(ConfigError, match="transport"):

@@ -7,7 +7,11 @@
         result.logits, result.head_s, result.encode_s, result.roundtrip_s, result.request_bytes
 
 Transports: ``grpc`` (KServe v2 through tritonclient, the packed code as a UINT8 ``code_packed``
-input), ``tcp`` (:class:`~aeforge.edge.split.fastpath.FastPathClient`) and ``zmq``.
+input), ``tcp`` (:class:`~aeforge.edge.split.fastpath.FastPathClient`) and ``zmq``
+(:class:`~aeforge.edge.split.zmqpath.ZmqFastPathClient`). ``tls`` (gRPC, TCP) or ``curve`` (ZeroMQ)
+verify the server; a non-loopback host without them needs ``insecure``. Every request carries the
+export's fingerprint (the server refuses another export by name) and every reply is checked: N rows
+of ``num_classes`` logits, and on gRPC the server's fingerprint.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from aeforge.edge.split.codec import COMPRESSIONS, encode_code, load_split_artifact, quantize_to_codes
-from aeforge.edge.split.fastpath import FastPathClient, TransportError, ZmqFastPathClient
-from aeforge.edge.split.serve import MODEL_NAME, OUTPUT_NAME, PACKED_INPUT
+from aeforge.edge.split.fastpath import FastPathClient, TransportError
+from aeforge.edge.split.security import ClientTLS, CurveClientKeys, check_connect, host_port
+from aeforge.edge.split.serve import FINGERPRINT_PARAMETER, MODEL_NAME, OUTPUT_NAME, PACKED_INPUT
+from aeforge.edge.split.zmqpath import ZmqFastPathClient
 from aeforge.errors import ConfigError, DataError, ToolUnavailableError
 
 TRANSPORTS = ("grpc", "tcp", "zmq")
@@ -53,16 +59,23 @@ class SplitResult:
 class SplitClient:
     """Run the head locally and the tail on a split server (a context manager).
 
-    ``compression``: the codec's lossless stage (``none``, ``zlib``, ``zstd``).
+    ``compression``: the codec's lossless stage (``none``, ``zlib``, ``zstd``). ``tls``: TLS for
+    ``grpc`` and ``tcp``; ``curve``: CurveZMQ for ``zmq``.
     """
 
     def __init__(
         self, artifact_dir: str | Path, transport: str = "grpc", host: str = "127.0.0.1", port: int = 8001,
         token: str | None = None, model_name: str = MODEL_NAME, compression: str = "none", timeout_s: float = 10.0,
-        ort_threads: int | None = None,
+        ort_threads: int | None = None, tls: ClientTLS | None = None, curve: CurveClientKeys | None = None,
+        insecure: bool = False,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ConfigError(f"transport: unknown {transport!r}; expected one of {', '.join(TRANSPORTS)}")
+        if tls is not None and transport == "zmq":
+            raise ConfigError("tls: the zmq transport is secured with CURVE (--curve-server-key), not TLS")
+        if curve is not None and transport != "zmq":
+            raise ConfigError(f"curve: CURVE keys secure the zmq transport only, not {transport}")
+        check_connect(host, tls is not None or curve is not None, insecure)
         if compression not in COMPRESSIONS:
             raise ConfigError(f"compression: unknown {compression!r}; expected one of {', '.join(COMPRESSIONS)}")
         import onnxruntime as ort
@@ -80,11 +93,14 @@ class SplitClient:
         if self._input_name != self.artifact.input_name:
             raise ConfigError(f"input.name: split.json says {self.artifact.input_name!r}, head.onnx has "
                               f"{self._input_name!r}")
+        fingerprint = self.artifact.fingerprint
         self._transport: Any
         if transport == "tcp":
-            self._transport = FastPathClient(host, port, token, timeout_s)
+            self._transport = FastPathClient(host, port, token, timeout_s, tls=tls, fingerprint=fingerprint,
+                                             insecure=insecure)
         elif transport == "zmq":
-            self._transport = ZmqFastPathClient(host, port, token, timeout_s)
+            self._transport = ZmqFastPathClient(host, port, token, timeout_s, curve=curve, fingerprint=fingerprint,
+                                                insecure=insecure)
         else:
             try:
                 import tritonclient.grpc as triton
@@ -92,7 +108,8 @@ class SplitClient:
                 raise ToolUnavailableError("the grpc transport needs tritonclient[grpc] "
                                            "(pip install 'aeforge[split]')") from None
             self._triton = triton
-            self._transport = triton.InferenceServerClient(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            self._transport = triton.InferenceServerClient(host_port(host, port),
+                                                           **(tls.triton_options() if tls is not None else {}))
             self._timeout_s = timeout_s
             self._headers = {"authorization": f"Bearer {token}"} if token else None
 
@@ -112,13 +129,24 @@ class SplitClient:
         triton = self._triton
         tensor = triton.InferInput(PACKED_INPUT, [len(blob)], "UINT8")
         tensor.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8))
+        fingerprint = self.artifact.fingerprint
         try:
             outputs = [triton.InferRequestedOutput(OUTPUT_NAME)]
             result = self._transport.infer(self.model_name, [tensor], outputs=outputs, headers=self._headers,
-                                           client_timeout=self._timeout_s)
+                                           client_timeout=self._timeout_s,
+                                           parameters={FINGERPRINT_PARAMETER: fingerprint})
         except triton.InferenceServerException as exc:
-            raise TransportError(str(exc.status() or "GRPC"), exc.message() or str(exc)) from None
-        return result.as_numpy(OUTPUT_NAME)
+            status = str(exc.status() or "GRPC").removeprefix("StatusCode.")
+            raise TransportError(status, exc.message() or str(exc)) from None
+        parameters = result.get_response().parameters
+        if FINGERPRINT_PARAMETER in parameters and parameters[FINGERPRINT_PARAMETER].string_param != fingerprint:
+            raise TransportError("MODEL_MISMATCH", f"fingerprint: this client's export is {fingerprint[:16]}..., the "
+                                                   f"server answered for "
+                                                   f"{parameters[FINGERPRINT_PARAMETER].string_param[:16]}...")
+        logits = result.as_numpy(OUTPUT_NAME)
+        if logits is None:
+            raise TransportError("BAD_REPLY", f"the reply has no {OUTPUT_NAME!r} output")
+        return logits
 
     def infer(self, images: np.ndarray) -> SplitResult:
         """Head, encode, send; logits with the time of each step."""
@@ -129,6 +157,10 @@ class SplitClient:
         blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
         encoded = time.perf_counter()
         logits = self.send(blob)
+        expected = (codes.shape[0], self.artifact.num_classes)
+        if logits.shape != expected or logits.dtype != np.float32:
+            raise TransportError("BAD_REPLY", f"logits: expected float32 {expected} (N rows of split.json "
+                                              f"num_classes), the server sent {logits.dtype} {logits.shape}")
         done = time.perf_counter()
         return SplitResult(logits, codes, headed - start, encoded - headed, done - encoded, len(blob))
 

@@ -250,10 +250,16 @@ def encode_code(
 
 
 # ------------------------------------------------------------------------------------ decode
-def decode_code(blob: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_MAX_BYTES) -> CodeTensor:
+def decode_code(
+    blob: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_MAX_BYTES, spec: CodeSpec | None = None,
+    max_batch: int | None = None,
+) -> CodeTensor:
     """Parse and check a wire blob; any defect raises :class:`CodecError` naming the field.
 
-    ``max_bytes`` bounds both the blob and its uncompressed payload.
+    ``max_bytes`` bounds both the blob and its uncompressed payload. With ``spec`` (a server's code
+    spec) the header's bits, signedness, scale and dims (batch at most ``max_batch``) are checked
+    *before* the CRC, decompression or unpacking, so work and memory are bounded by what the served
+    model accepts, not by what the blob claims.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise CodecError("blob", f"must be bytes, got {type(blob).__name__}")
@@ -283,15 +289,9 @@ def decode_code(blob: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_M
     if len(data) - start != length:
         what = "truncated" if len(data) - start < length else "followed by trailing bytes"
         raise CodecError("payload_length", f"header says {length} payload bytes, blob has {len(data) - start} ({what})")
-    if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[:20])) != crc:
-        raise CodecError("crc32", "checksum mismatch (corrupted blob)")
     dims = struct.unpack_from(f"<{ndim}I", data, HEADER_BYTES)
     if min(dims) < 1:
         raise CodecError("dims", f"every dimension must be >= 1, got {dims}")
-    count = math.prod(dims)
-    expected = payload_bytes(count, bits)
-    if expected > max_bytes:
-        raise CodecError("dims", f"shape {dims} at {bits} bits needs {expected} bytes, over max_bytes={max_bytes}")
     signed = bool(flags & _FLAG_SIGNED)
     if flags & _FLAG_POW2:
         exponent = struct.unpack("<i", scale_field)[0]
@@ -302,6 +302,16 @@ def decode_code(blob: bytes | bytearray | memoryview, max_bytes: int = DEFAULT_M
         scale = float(struct.unpack("<f", scale_field)[0])
         if not math.isfinite(scale) or scale <= 0:
             raise CodecError("scale", f"must be finite and > 0, got {scale!r}")
+    if spec is not None:
+        spec.check_header(bits, signed, scale, dims, max_batch)
+    count = math.prod(dims)
+    expected = payload_bytes(count, bits)
+    if expected > max_bytes:
+        raise CodecError("dims", f"shape {dims} at {bits} bits needs {expected} bytes, over max_bytes={max_bytes}")
+    if compression_id == 0 and length != expected:
+        raise CodecError("payload", f"shape {dims} at {bits} bits needs {expected} bytes, payload has {length}")
+    if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[:20])) != crc:
+        raise CodecError("crc32", "checksum mismatch (corrupted blob)")
     payload = _decompress(data[start:], _COMPRESSION_NAMES[compression_id], expected)
     if len(payload) != expected:
         raise CodecError("payload", f"shape {dims} at {bits} bits needs {expected} bytes, payload has {len(payload)}")
@@ -395,9 +405,37 @@ class CodeSpec:
             raise CodecError("dims", f"blob shape {tensor.shape}, the model expects (N, {expected})")
         return codes
 
+    def check_header(
+        self, bits: int, signed: bool, scale: float, dims: Sequence[int], max_batch: int | None = None,
+    ) -> None:
+        """Check a blob's header fields against this spec before any payload work; CodecError naming the field."""
+        if bits != self.bits:
+            raise CodecError("bits", f"blob has {bits} bits, the model expects {self.bits}")
+        if signed != self.signed:
+            raise CodecError("flags", f"blob is {'signed' if signed else 'unsigned'}, the model expects "
+                                      f"{'signed' if self.signed else 'unsigned'} codes")
+        if scale != self.scale:
+            raise CodecError("scale", f"blob has scale {scale!r}, the model expects {self.scale!r}")
+        dims = tuple(int(d) for d in dims)
+        if dims != self.shape and dims[1:] != self.shape:
+            raise CodecError("dims", f"blob shape {dims}, the model expects (N, {', '.join(map(str, self.shape))})")
+        batch = 1 if dims == self.shape else dims[0]
+        if max_batch is not None and batch > max_batch:
+            raise CodecError("batch", f"{batch} samples, the server accepts 1..{max_batch}")
+
+    def max_blob_bytes(self, max_batch: int) -> int:
+        """The largest well-formed blob of at most ``max_batch`` samples (compression overhead included)."""
+        payload = payload_bytes(max_batch * math.prod(self.shape), self.bits)
+        return HEADER_BYTES + 4 * (len(self.shape) + 1) + payload + payload // 64 + 128
+
     def bytes_per_sample(self) -> int:
         """Uncompressed blob bytes of one sample (header with batch dimension included)."""
         return bytes_per_sample(self.shape, self.bits)
+
+    def canonical(self) -> str:
+        """A canonical JSON text of the spec (part of the artifact fingerprint)."""
+        return json.dumps({"bits": self.bits, "signed": self.signed, "scale": self.scale, "shape": list(self.shape),
+                           "zero_point": self.zero_point}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -414,6 +452,8 @@ class SplitArtifact:
     num_classes: int
     head_sha256: str | None
     tail_sha256: str | None
+    fingerprint: str = ""
+    """sha256 (hex) of split.json's bytes and the canonical code spec: the model identity on the wire."""
 
     @property
     def head_path(self) -> Path:
@@ -448,7 +488,8 @@ def load_split_artifact(path: str | Path) -> SplitArtifact:
     if not meta_path.is_file():
         raise ArtifactError(f"{root}: no split.json (a split artifact dir holds head.onnx, tail.onnx, split.json)")
     try:
-        meta = json.loads(meta_path.read_text())
+        raw = meta_path.read_bytes()
+        meta = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{meta_path}: unreadable ({exc})") from None
     if not isinstance(meta, dict):
@@ -468,4 +509,10 @@ def load_split_artifact(path: str | Path) -> SplitArtifact:
         input_dtype=str(model_input.get("dtype", "float32")), tail_input_name=meta["tail_input_name"],
         tail_output_name=meta["tail_output_name"], num_classes=classes,
         head_sha256=meta.get("head_sha256"), tail_sha256=meta.get("tail_sha256"),
+        fingerprint=artifact_fingerprint(raw, code),
     )
+
+
+def artifact_fingerprint(split_json: bytes, code: CodeSpec) -> str:
+    """The export's identity: sha256 (hex) of the ``split.json`` bytes, a NUL, and the canonical code spec."""
+    return hashlib.sha256(split_json + b"\0" + code.canonical().encode()).hexdigest()

@@ -18,14 +18,20 @@ ModelConfig and ModelInfer (the others answer UNIMPLEMENTED). ModelInfer takes e
 It answers ``logits`` FP32 ``[N, num_classes]`` (raw_output_contents). Errors map to gRPC codes:
 INVALID_ARGUMENT (input name, datatype, shape, batch, blob), NOT_FOUND (model or version),
 UNAUTHENTICATED (token), RESOURCE_EXHAUSTED (message over ``max_frame_bytes``; too many concurrent
-calls), INTERNAL (the model failed). With a ``token`` every call needs the metadata
-``authorization: Bearer <token>``; binding a non-loopback host without a token is refused.
+calls), INTERNAL (the model failed), FAILED_PRECONDITION (model fingerprint mismatch). With a ``token``
+every call needs the metadata ``authorization: Bearer <token>``. With ``tls`` the server speaks TLS
+(client certificates required when ``tls.client_ca_file`` is set); off loopback TLS is required unless
+``insecure``, and a token unless client certificates are (see :func:`~.security.check_bind`).
+
+Model identity: a request may carry the parameter ``aeforge_fingerprint`` (the export's fingerprint,
+:attr:`~.codec.SplitArtifact.fingerprint`); a different one is refused (FAILED_PRECONDITION) naming
+both. Every response carries the server's in the same parameter. Blobs are checked against the code
+spec (bits, signedness, scale, dims, batch) before decompression or unpacking.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import threading
 from concurrent import futures
@@ -35,6 +41,14 @@ from typing import Any
 import numpy as np
 
 from aeforge.edge.split.codec import CodecError, SplitArtifact, decode_code, load_split_artifact
+from aeforge.edge.split.security import (  # noqa: F401  (check_bind, is_loopback: re-exported)
+    ServerTLS,
+    bare_host,
+    check_bind,
+    host_port,
+    is_loopback,
+)
+from aeforge.edge.split.triton_repo import check_model_name
 from aeforge.errors import AeforgeError, ArtifactError, ConfigError, DataError, ToolUnavailableError
 
 try:  # the gRPC stack is optional (extra "split"); TailModel and the fast path work without it
@@ -55,29 +69,7 @@ OUTPUT_NAME = "logits"
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_BATCH = 64
 BACKENDS = ("ort", "trt")
-
-
-# ------------------------------------------------------------------------------------ host policy
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); False for anything else."""
-    name = host.strip().strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, port: int, token: str | None) -> None:
-    """Refuse a port outside 0..65535 and a non-loopback ``host`` without a ``token`` (ConfigError)."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"port: must be an integer in 0..65535, got {port!r}")
-    if token is not None and (not isinstance(token, str) or not token or any(c.isspace() for c in token)):
-        raise ConfigError("token: must be a non-empty string without whitespace")
-    if not is_loopback(host) and not token:
-        raise ConfigError(f"token: binding the non-loopback host {host!r} needs a token (--token); "
-                          "without one only 127.0.0.1 / ::1 / localhost may be used")
+FINGERPRINT_PARAMETER = "aeforge_fingerprint"
 
 
 def _positive(name: str, value: Any) -> int:
@@ -267,6 +259,13 @@ class KServeTailServicer(_ServicerBase):
     def _infer(self, request: Any) -> Any:
         self._check_model(request.model_name, request.model_version)
         artifact = self.model.artifact
+        fingerprint = getattr(artifact, "fingerprint", "")
+        if FINGERPRINT_PARAMETER in request.parameters:
+            given = request.parameters[FINGERPRINT_PARAMETER].string_param
+            if fingerprint and given != fingerprint:
+                raise _RequestError("FAILED_PRECONDITION", f"{FINGERPRINT_PARAMETER}: the client's export is "
+                                                           f"{given[:16]}..., this server serves {fingerprint[:16]}... "
+                                                           "(different split.json or code)")
         if len(request.inputs) != 1:
             raise _invalid(f"inputs: expected exactly one input, {artifact.tail_input_name!r} (FP32) or "
                            f"{PACKED_INPUT!r} (UINT8/BYTES), got {len(request.inputs)}")
@@ -287,6 +286,8 @@ class KServeTailServicer(_ServicerBase):
         logits = self.model.infer(values)
         response = service_pb2.ModelInferResponse(model_name=self.model_name, model_version=MODEL_VERSION,
                                                   id=request.id)
+        if fingerprint:
+            response.parameters[FINGERPRINT_PARAMETER].string_param = fingerprint
         out = response.outputs.add()
         out.name = OUTPUT_NAME
         out.datatype = "FP32"
@@ -321,7 +322,7 @@ class KServeTailServicer(_ServicerBase):
         if tensor.datatype == "UINT8":
             if len(shape) != 1 and not (len(shape) == 2 and shape[0] == 1):
                 raise _invalid(f"inputs[0].shape: UINT8 {PACKED_INPUT!r} must be [L] (one blob), got {shape}")
-            blob = raw if raw is not None else bytes(tensor.contents.uint_contents)
+            blob = raw if raw is not None else _uint8_bytes(tensor.contents.uint_contents)
             if len(blob) != shape[-1]:
                 raise _invalid(f"raw_input_contents: {len(blob)} bytes for UINT8 {shape}")
             blobs = [blob]
@@ -338,13 +339,26 @@ class KServeTailServicer(_ServicerBase):
         batches = []
         total = 0
         for blob in blobs:
-            codes = spec.check(decode_code(blob, max_bytes=self.max_frame_bytes))
+            left = self.model.max_batch - total
+            if left < 1:
+                raise _invalid(f"batch: more than {self.model.max_batch} samples in {PACKED_INPUT!r}")
+            codes = spec.check(decode_code(blob, max_bytes=self.max_frame_bytes, spec=spec, max_batch=left))
             total += codes.shape[0]
             if total > self.model.max_batch:
                 raise _invalid(f"batch: more than {self.model.max_batch} samples in {PACKED_INPUT!r}")
             batches.append(codes)
         codes = batches[0] if len(batches) == 1 else np.concatenate(batches)
         return codes.astype(np.float32) * np.float32(spec.scale)
+
+
+def _uint8_bytes(values: Any) -> bytes:
+    """``uint_contents`` as bytes; INVALID_ARGUMENT naming the first value over 255."""
+    array = np.asarray(values, dtype=np.uint32)
+    if array.size and int(array.max()) > 255:
+        index = int(np.argmax(array > 255))
+        raise _invalid(f"inputs[0].contents.uint_contents: value {int(array[index])} at index {index} does not fit "
+                       "UINT8 (0..255)")
+    return array.astype(np.uint8).tobytes()
 
 
 def _split_bytes(raw: bytes) -> list[bytes]:
@@ -392,20 +406,30 @@ class TailServer:
     ``max_concurrent_rpcs``: calls beyond it get RESOURCE_EXHAUSTED (bounded queue); ``max_frame_bytes``:
     the largest request / response message; ``max_batch``: samples per request. ``model`` replaces the
     ONNX tail (an object with TailModel's ``artifact``, ``max_batch``, ``input_shape`` and ``infer``).
+    ``tls``: certificate, key and optional client CA; ``handshake_timeout_s``: a connection must finish
+    its (TLS and HTTP/2) handshake within it (gRPC's ``server_handshake_timeout_ms``).
     """
 
     def __init__(
         self, artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int = 4, max_batch: int = DEFAULT_MAX_BATCH,
         max_concurrent_rpcs: int = 64, model_name: str = MODEL_NAME, backend: str = "ort",
-        ort_threads: int | None = 1, model: TailModel | None = None,
+        ort_threads: int | None = 1, model: TailModel | None = None, tls: ServerTLS | None = None,
+        insecure: bool = False, handshake_timeout_s: float = 5.0,
     ) -> None:
-        check_bind(host, port, token)
+        check_bind(host, port, token, secure=tls is not None, insecure=insecure,
+                   client_auth=tls is not None and tls.client_ca_file is not None)
+        check_model_name(model_name)
+        if not isinstance(handshake_timeout_s, (int, float)) or not handshake_timeout_s > 0:
+            raise ConfigError(f"handshake_timeout_s: must be > 0 seconds, got {handshake_timeout_s!r}")
         if grpc is None:
             raise ToolUnavailableError("the gRPC tail server needs grpcio and tritonclient[grpc] "
                                        "(pip install 'aeforge[split]')")
-        self.host = host
+        self.host = bare_host(host)
         self.token = token
+        self.tls = tls
+        self._credentials = tls.grpc_credentials() if tls is not None else None
+        self.handshake_timeout_s = float(handshake_timeout_s)
         self.max_frame_bytes = _positive("max_frame_bytes", max_frame_bytes)
         if self.max_frame_bytes < 1024:
             raise ConfigError(f"max_frame_bytes: must be >= 1024, got {max_frame_bytes}")
@@ -418,6 +442,11 @@ class TailServer:
         self.port = 0
         self._server: Any = None
 
+    @property
+    def fingerprint(self) -> str:
+        """The served export's fingerprint (hex)."""
+        return getattr(self.artifact, "fingerprint", "")
+
     def start(self) -> TailServer:
         """Bind and start serving (non-blocking)."""
         from aeforge.edge.split.triton_repo import model_config_proto
@@ -426,15 +455,19 @@ class TailServer:
         servicer = KServeTailServicer(self.model, self.model_name, self.max_frame_bytes, config)
         options = [("grpc.max_receive_message_length", self.max_frame_bytes),
                    ("grpc.max_send_message_length", self.max_frame_bytes),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 0),
+                   ("grpc.server_handshake_timeout_ms", int(self.handshake_timeout_s * 1000))]
         interceptors = [_TokenInterceptor(self.token)] if self.token else []
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="aeforge-tail"),
                              interceptors=interceptors, options=options,
                              maximum_concurrent_rpcs=self.max_concurrent_rpcs)
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-        address = f"[{self.host}]:{self._requested_port}" if ":" in self.host else f"{self.host}:{self._requested_port}"
+        address = host_port(self.host, self._requested_port)
         try:
-            port = server.add_insecure_port(address)
+            if self._credentials is not None:
+                port = server.add_secure_port(address, self._credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ConfigError(f"port: cannot bind {address} ({exc})") from None
         if not port:

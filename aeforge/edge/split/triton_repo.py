@@ -8,13 +8,16 @@
 
 A stock Triton serves it with the FP32 dequantized code as input (the packed-code input is an
 aeforge server extension, see :mod:`aeforge.edge.split.serve`). When the tail's batch dimension is
-fixed the config uses ``max_batch_size: 0`` and full dims, without dynamic batching.
+fixed the config uses ``max_batch_size: 0`` and full dims, without dynamic batching. The model name
+must be a plain directory name (:func:`check_model_name`); tensor names are escaped as protobuf text
+strings; ``config.pbtxt`` and ``model.onnx`` are written atomically (a temporary file, then a rename).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,42 @@ ONNX_TO_TRITON = {
     13: "TYPE_UINT64", 16: "TYPE_BF16",
 }
 """ONNX ``TensorProto`` element types -> Triton ``DataType`` names."""
+
+
+def check_model_name(name: Any) -> str:
+    """A Triton model name: ASCII letters, digits, ``_``, ``-``, ``.``; no leading ``.`` and no ``..``.
+
+    It names a directory of the model repository, so path separators and ``..`` are refused (ConfigError).
+    """
+    if (not isinstance(name, str) or not name or name.startswith(".") or ".." in name
+            or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in name)):
+        raise ConfigError(f"model_name: {name!r} must be ASCII letters, digits, '_', '-' or '.', not start with "
+                          "'.' and not contain '..' or a path separator (it names a model repository directory)")
+    return name
+
+
+def pbtxt_string(text: str) -> str:
+    """``text`` as a double-quoted protobuf text-format string (quotes, backslashes, control bytes escaped)."""
+    out = []
+    for byte in text.encode():
+        if byte in (0x22, 0x5C):
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _tensors(artifact: SplitArtifact) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
@@ -57,22 +96,21 @@ def config_pbtxt(
     max_queue_delay_us: int = 100, exact: bool = True,
 ) -> str:
     """The text-format ``ModelConfig`` of the tail (see the module docstring)."""
-    if not model_name or not all(c.isalnum() or c in "_-." for c in model_name):
-        raise ConfigError(f"model_name: {model_name!r} must be non-empty letters, digits, '_', '-' or '.'")
+    check_model_name(model_name)
     if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 0:
         raise ConfigError(f"max_batch_size: must be an integer >= 0, got {max_batch_size!r}")
     if instances < 1:
         raise ConfigError(f"instances: must be >= 1, got {instances}")
     inputs, outputs = _tensors(artifact)
     batched = max_batch_size > 0 and all(dims and dims[0] == -1 for _, _, dims in inputs + outputs)
-    lines = [f'name: "{model_name}"', 'platform: "onnxruntime_onnx"',
+    lines = [f"name: {pbtxt_string(model_name)}", 'platform: "onnxruntime_onnx"',
              f"max_batch_size: {max_batch_size if batched else 0}"]
 
     def block(key: str, tensors: list[tuple[str, str, list[int]]]) -> None:
         lines.append(f"{key} [")
         for index, (name, data_type, dims) in enumerate(tensors):
             shown = dims[1:] if batched else dims
-            lines.extend(["  {", f'    name: "{name}"', f"    data_type: {data_type}",
+            lines.extend(["  {", f"    name: {pbtxt_string(name)}", f"    data_type: {data_type}",
                       f"    dims: [ {', '.join(map(str, shown))} ]", "  }" + ("," if index < len(tensors) - 1 else "")])
         lines.append("]")
 
@@ -105,6 +143,7 @@ def write_triton_repository(
 
     The pbtxt is parsed back into tritonclient's ``ModelConfig`` when tritonclient is installed.
     """
+    check_model_name(model_name)
     artifact = load_split_artifact(artifact_dir)
     text = config_pbtxt(artifact, model_name, max_batch_size, instances, max_queue_delay_us)
     try:
@@ -116,7 +155,12 @@ def write_triton_repository(
         text_format.Parse(text, model_config_pb2.ModelConfig())
     model_dir = Path(out_dir) / model_name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(artifact.tail_path, model_dir / "1" / "model.onnx.tmp")
-    os.replace(model_dir / "1" / "model.onnx.tmp", model_dir / "1" / "model.onnx")
-    (model_dir / "config.pbtxt").write_text(text)
+    handle, temporary = tempfile.mkstemp(prefix=".model.onnx.", suffix=".tmp", dir=model_dir / "1")
+    os.close(handle)
+    try:
+        shutil.copyfile(artifact.tail_path, temporary)
+        os.replace(temporary, model_dir / "1" / "model.onnx")
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    _write_atomic(model_dir / "config.pbtxt", text.encode())
     return model_dir

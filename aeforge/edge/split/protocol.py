@@ -1,0 +1,199 @@
+"""The framed fast-path protocol of split inference (shared by the TCP and ZeroMQ transports).
+
+Every message, both directions, is one frame: a 20-byte little-endian header and a payload::
+
+    offset  size  field
+    0       4     magic b"AEFP"
+    4       1     version (2)
+    5       1     type: 1 HELLO, 2 INFER (requests); 0x81 HELLO_OK, 0x82 RESULT, 0xFF ERROR (replies)
+    6       2     status: 0, or the error code of an ERROR frame (see ERRORS)
+    8       8     request id (uint64, echoed in the reply)
+    16      4     payload length (uint32)
+    20      ...   payload: HELLO the model fingerprint (32 bytes, sha256 of split.json and the code spec;
+                  all zero: not checked) then the token (UTF-8, empty when the server has none);
+                  HELLO_OK the server's 32-byte fingerprint; INFER one codec blob
+                  (:mod:`aeforge.edge.split.codec`); RESULT uint32 N, uint32 classes, then N x classes
+                  float32 logits; ERROR a UTF-8 message
+
+Limits checked from the header alone, before any payload byte is read: a HELLO payload is at most
+32 + 1024 bytes; an INFER payload at most the largest blob the served model accepts
+(:meth:`~aeforge.edge.split.codec.CodeSpec.max_blob_bytes` at ``max_batch``) and ``max_frame_bytes``.
+A blob's bits, signedness, scale and dims are checked against the code spec before its CRC,
+decompression or unpacking.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import struct
+from typing import Any
+
+import numpy as np
+
+from aeforge.edge.split.codec import decode_code
+from aeforge.edge.split.security import MAX_TOKEN_BYTES
+from aeforge.errors import AeforgeError
+
+LOG = logging.getLogger(__name__)
+MAGIC = b"AEFP"
+VERSION = 2
+HEADER = struct.Struct("<4sBBHQI")
+HEADER_BYTES = HEADER.size
+HELLO, INFER = 1, 2
+HELLO_OK, RESULT, ERROR = 0x81, 0x82, 0xFF
+ERRORS = {
+    1: "BAD_MAGIC", 2: "BAD_VERSION", 3: "TOO_LARGE", 4: "BAD_TYPE", 5: "UNAUTHENTICATED", 6: "BAD_CODE",
+    7: "BAD_REQUEST", 8: "INTERNAL", 9: "BUSY", 10: "TIMEOUT", 11: "MODEL_MISMATCH", 12: "TRUNCATED",
+}
+CODES = {name: code for code, name in ERRORS.items()}
+FINGERPRINT_BYTES = 32
+NO_FINGERPRINT = bytes(FINGERPRINT_BYTES)
+MAX_HELLO_BYTES = FINGERPRINT_BYTES + MAX_TOKEN_BYTES
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+RESULT_HEAD = struct.Struct("<II")
+KEEPS_CONNECTION = frozenset({"BAD_CODE", "BAD_REQUEST", "INTERNAL"})
+"""Statuses after which a TCP connection stays usable (the others close it)."""
+
+
+class TransportError(AeforgeError):
+    """A split server refused a request or the connection failed; ``status`` names the error."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class Close(Exception):
+    """Close this connection (after replying ``status`` / ``message`` when ``status`` is given)."""
+
+    def __init__(self, status: str | None = None, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = 0
+
+
+def pack_frame(frame_type: int, request_id: int, payload: bytes = b"", status: int = 0) -> bytes:
+    """One frame: header + payload."""
+    return HEADER.pack(MAGIC, VERSION, frame_type, status, request_id, len(payload)) + payload
+
+
+def error_frame(status: str, request_id: int, message: str) -> bytes:
+    """An ERROR frame with a (truncated to 4 KiB) UTF-8 message."""
+    return pack_frame(ERROR, request_id, message.encode()[:4096], CODES[status])
+
+
+def hello_payload(fingerprint: str | None, token: str | None) -> bytes:
+    """HELLO payload: the 32-byte fingerprint (zeros when None) and the token."""
+    return fingerprint_bytes(fingerprint) + (token or "").encode()
+
+
+def fingerprint_bytes(fingerprint: str | None) -> bytes:
+    """The 32 raw bytes of a hex sha256 fingerprint (zeros for None); TransportError if malformed."""
+    if fingerprint is None:
+        return NO_FINGERPRINT
+    try:
+        raw = bytes.fromhex(fingerprint)
+    except ValueError:
+        raw = b""
+    if len(raw) != FINGERPRINT_BYTES:
+        raise TransportError("BAD_REQUEST", f"fingerprint: expected 64 hex digits, got {fingerprint!r}")
+    return raw
+
+
+def result_payload(logits: np.ndarray) -> bytes:
+    """RESULT payload of float32 logits ``(N, classes)``."""
+    return RESULT_HEAD.pack(*logits.shape) + logits.astype("<f4", copy=False).tobytes()
+
+
+def check_reply_header(header: bytes | memoryview, max_reply_bytes: int) -> int:
+    """Payload length of a reply header; TransportError BAD_REPLY for foreign or oversized replies."""
+    magic, version, _, _, _, length = HEADER.unpack_from(header)
+    if magic != MAGIC or version != VERSION:
+        raise TransportError("BAD_REPLY", f"reply has magic {magic!r} version {version}; expected an aeforge fast "
+                                          f"path version {VERSION}")
+    if length > max_reply_bytes:
+        raise TransportError("BAD_REPLY", f"reply of {length} bytes exceeds max_reply_bytes={max_reply_bytes}")
+    return length
+
+
+def parse_reply(header: bytes, payload: bytes, request_id: int) -> np.ndarray:
+    """Logits of a RESULT reply; TransportError for ERROR frames and malformed replies."""
+    magic, version, frame_type, status, reply_id, _ = HEADER.unpack(header)
+    if magic != MAGIC or version != VERSION:
+        raise TransportError("BAD_REPLY", f"reply has magic {magic!r} version {version}; not an aeforge fast path")
+    if frame_type == ERROR:
+        raise TransportError(ERRORS.get(status, f"ERROR_{status}"), payload.decode(errors="replace"))
+    if frame_type != RESULT or reply_id != request_id:
+        raise TransportError("BAD_REPLY", f"expected RESULT for request {request_id}, got type {frame_type} "
+                                          f"id {reply_id}")
+    if len(payload) < RESULT_HEAD.size:
+        raise TransportError("BAD_REPLY", "RESULT payload shorter than its shape")
+    rows, cols = RESULT_HEAD.unpack_from(payload)
+    if len(payload) != RESULT_HEAD.size + 4 * rows * cols:
+        raise TransportError("BAD_REPLY", f"RESULT payload of {len(payload)} bytes for {rows}x{cols} logits")
+    return np.frombuffer(payload, dtype="<f4", offset=RESULT_HEAD.size).reshape(rows, cols).astype(np.float32)
+
+
+def check_request_header(header: bytes | memoryview, max_frame_bytes: int) -> tuple[int, int, int]:
+    """(type, request id, payload length) of a request header; Close on framing errors."""
+    magic, version, frame_type, status, request_id, length = HEADER.unpack_from(header)
+    if magic != MAGIC:
+        raise Close("BAD_MAGIC", f"magic: expected {MAGIC!r}, got {bytes(magic)!r}")
+    if version != VERSION:
+        raise Close("BAD_VERSION", f"version: this server speaks {VERSION}, got {version}")
+    if frame_type not in (HELLO, INFER):
+        raise Close("BAD_TYPE", f"type: expected HELLO (1) or INFER (2), got {frame_type}")
+    if status != 0:
+        raise Close("BAD_TYPE", f"status: must be 0 in a request, got {status}")
+    limit = MAX_HELLO_BYTES if frame_type == HELLO else max_frame_bytes
+    if length > limit:
+        what = "HELLO" if frame_type == HELLO else "INFER"
+        raise Close("TOO_LARGE", f"payload_length: {what} of {length} bytes exceeds {limit} bytes")
+    return frame_type, request_id, length
+
+
+class RequestHandler:
+    """Checks HELLO payloads and turns INFER payloads into RESULT or ERROR frames (TCP and ZeroMQ servers).
+
+    ``max_payload_bytes``: the largest INFER payload accepted, ``min(max_frame_bytes, the largest blob of
+    max_batch samples)``, checked from the frame header before the payload is read.
+    """
+
+    def __init__(self, model: Any, max_frame_bytes: int, token: str | None) -> None:
+        self.model = model
+        self.spec = model.artifact.code
+        self.max_payload_bytes = min(max_frame_bytes, self.spec.max_blob_bytes(model.max_batch))
+        self.fingerprint = getattr(model.artifact, "fingerprint", "") or ""
+        self._fingerprint = fingerprint_bytes(self.fingerprint) if self.fingerprint else NO_FINGERPRINT
+        self._token = token.encode() if token else None
+
+    def check_hello(self, payload: bytes) -> None:
+        """Accept a HELLO payload or raise Close (UNAUTHENTICATED first, then MODEL_MISMATCH)."""
+        if len(payload) < FINGERPRINT_BYTES:
+            raise Close("BAD_REQUEST", f"HELLO: the payload must start with the {FINGERPRINT_BYTES}-byte model "
+                                       f"fingerprint, got {len(payload)} bytes (protocol version {VERSION})")
+        given, token = payload[:FINGERPRINT_BYTES], payload[FINGERPRINT_BYTES:]
+        if self._token is not None and not hmac.compare_digest(token, self._token):
+            raise Close("UNAUTHENTICATED", "token: missing or wrong")
+        if given != NO_FINGERPRINT and self._fingerprint != NO_FINGERPRINT and given != self._fingerprint:
+            raise Close("MODEL_MISMATCH", f"fingerprint: the client's export is {given.hex()[:16]}..., this server "
+                                          f"serves {self._fingerprint.hex()[:16]}... (different split.json or code)")
+
+    def hello_ok(self, request_id: int) -> bytes:
+        """The HELLO_OK frame carrying this server's fingerprint."""
+        return pack_frame(HELLO_OK, request_id, self._fingerprint)
+
+    def infer(self, request_id: int, payload: bytes) -> bytes:
+        """RESULT or ERROR frame of one INFER payload."""
+        try:
+            codes = decode_code(payload, max_bytes=self.max_payload_bytes, spec=self.spec,
+                                max_batch=self.model.max_batch)
+            codes = self.spec.check(codes)
+            logits = self.model.infer(codes.astype(np.float32) * np.float32(self.spec.scale))
+        except AeforgeError as exc:
+            return error_frame("BAD_CODE", request_id, str(exc))
+        except Exception:
+            LOG.exception("fast path inference failed")
+            return error_frame("INTERNAL", request_id, "the tail model failed on this request (see the server log)")
+        return pack_frame(RESULT, request_id, result_payload(logits))
