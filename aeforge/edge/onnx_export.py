@@ -29,6 +29,18 @@
       (ONNX ``Round`` rounds half to even like ``torch.round``); the TensorRT check reports them
       (``float-quant``): TensorRT INT8 has no integer type for them.
 
+Ops between quantizers stay float ONNX ops on the dequantized values, exact in float32:
+``MaxPool`` and nearest ``Resize`` (upsample) only select values; ``AveragePool`` over ``2**k``
+values and ``Add`` of two quantized tensors (residual) are exact while their exact fixed-point type
+(:func:`~aeforge.quantize.models.spec.avgpool_type`, :func:`~aeforge.quantize.models.spec.add_type`)
+fits float32's 24-bit mantissa, as are conv/dense accumulators (float32 is exact while every
+partial sum stays below 2**24 LSBs; the worst-case type may be wider, e.g. ECON-T's 26-bit dense).
+The sum of squares of an ``sq_error`` layer (``Sub -> Mul -> ReduceSum``; every partial sum is
+non-negative and at most the result) is exact in float32 while its exact type has at most 24 bits;
+wider (up to 53 bits) it is computed in float64 (a ``Cast`` on each input, a double graph output,
+``EdgeExport.precision`` names the layer), which is supported only as the model's last layer and
+which TensorRT cannot run exactly (rule ``float64``); wider than 53 bits it is refused.
+
 ``fp32``
     The same network with every quantizer in float: weights and biases folded to their quantized
     float values, activation quantizers as the float ``Div -> Round -> Clip -> Mul`` above. It is
@@ -38,7 +50,8 @@
 ``fp16``
     ``fp32`` with every float initializer and intermediate tensor in float16; the graph input and
     output stay float32 (a ``Cast`` at each end), so it takes the same arrays. Approximate: float16
-    holds 11 significant bits, so wider fixed-point grids and accumulations round.
+    holds 11 significant bits, so wider fixed-point grids and accumulations round. An ``sq_error``
+    sum stays in float32 (or float64), where float16 would overflow at 65504.
 
 All formats: graph input ``input`` (channels-first, ``(batch, *input_shape)``; ``batch=None`` gives
 a dynamic first axis named ``batch``), output ``output``, opset 13..19 (default 17), no
@@ -49,24 +62,18 @@ optimizations off (its QDQ fusions requantize): use :func:`exact_session_options
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import io
-import logging
-import math
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from aeforge.edge.trt_rules import TrtViolation, check_trt, weight_axis
-from aeforge.errors import ArtifactError, ConfigError, QuantizationError
+from aeforge.edge.qdq_lowering import ExactSum, lower, quiet
+from aeforge.edge.trt_rules import TrtViolation, check_trt
+from aeforge.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
     import onnx
@@ -77,11 +84,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("qdq", "fp32", "fp16")
 OPSET_MIN, OPSET_MAX, DEFAULT_OPSET = 13, 19, 17
-INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "input", "output", "batch"
+BATCH_DIM = "batch"
 _EXPORT_OPSET = 18  # what torch's exporter writes natively; the lowered graph is retargeted
-_COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_QONNX_OPS = ("Quant", "BipolarQuant", "Trunc", "FloatQuant", "IntQuant")
-_ROUNDINGS = ("ROUND", "FLOOR", "ROUND_TO_ZERO")
 
 
 # ------------------------------------------------------------------------------------ result
@@ -93,6 +97,8 @@ class EdgeExport:
     name, ``.weight``/``.bias`` for parameters) to ``{tensor, nodes, encoding, scale, zero_point,
     bits, signed, narrow, rounding, axis}``; encodings: ``int8-qdq``, ``uint8-qdq``, ``int8-dq``
     (weights), ``float-round`` (float fake quantization), ``folded`` (constant in float).
+    ``precision`` maps each ``sq_error`` layer to ``{module, bits, dtype, nodes}``: the float type
+    (float32, or float64 past 24 bits) its exact sum of squares is computed in.
     """
 
     path: Path
@@ -107,6 +113,7 @@ class EdgeExport:
     quantization: dict[str, dict[str, Any]]
     sha256: str
     trt_violations: tuple[TrtViolation, ...] = field(default_factory=tuple)
+    precision: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def dynamic_batch(self) -> bool:
@@ -127,6 +134,7 @@ class EdgeExport:
             "quantization": copy.deepcopy(self.quantization),
             "sha256": self.sha256,
             "trt_violations": [v.as_dict() for v in self.trt_violations],
+            "precision": copy.deepcopy(self.precision),
         }
 
 
@@ -205,8 +213,9 @@ def export_edge_onnx(
     if not shape or any(s < 1 for s in shape):
         raise ConfigError(f"input_shape must be the positive shape of one sample, got {input_shape!r}")
 
+    sums = exact_sums(module)
     proto = _brevitas_qonnx(module, shape, batch)
-    model, table = _lower(proto, "qdq" if fmt == "qdq" else "float", fp16=fmt == "fp16")
+    model, table, precision = lower(proto, "qdq" if fmt == "qdq" else "float", fp16=fmt == "fp16", sums=sums)
     model = _finalize(model, opset, module)
     violations = tuple(check_trt(model))
 
@@ -227,6 +236,19 @@ def export_edge_onnx(
         quantization=table,
         sha256=hashlib.sha256(data).hexdigest(),
         trt_violations=violations,
+        precision=precision,
+    )
+
+
+def exact_sums(module: Any) -> tuple[ExactSum, ...]:
+    """The ``sq_error`` layers of a model built from a ``SequentialSpec`` (``module.spec``), with their widths."""
+    spec = getattr(module, "spec", None)
+    if spec is None or not hasattr(spec, "output_types") or getattr(module, "quantized", True) is False:
+        return ()
+    return tuple(
+        ExactSum(f"layers.{index}", layer.name, out_type.bits)
+        for index, (layer, out_type) in enumerate(zip(spec.layers, spec.output_types(), strict=True))
+        if getattr(layer, "kind", None) == "sq_error"
     )
 
 
@@ -241,266 +263,13 @@ def _brevitas_qonnx(module: torch.nn.Module, shape: tuple[int, ...], batch: int 
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1)},)
     example = torch.zeros((2 if batch is None else batch, *shape))
     try:
-        with _quiet():
+        with quiet():
             return export_qonnx(exported, example, export_path=None, **kwargs)
     except Exception as error:
         raise ArtifactError(f"Brevitas QONNX export failed: {type(error).__name__}: {error}") from error
 
 
 # ------------------------------------------------------------------------------------ lowering
-def _lower(proto: onnx.ModelProto, mode: str, fp16: bool = False) -> tuple[onnx.ModelProto, dict[str, dict]]:
-    """Replace every QONNX ``Quant`` node by standard ONNX (``mode`` ``qdq`` or ``float``)."""
-    import onnx_graphsurgeon as gs
-
-    from aeforge.quantize.export import module_of
-
-    modules = {node.name: module_of(node) for node in proto.graph.node}
-    graph = gs.import_onnx(proto)
-    lowering = _Lowering(graph, mode, modules)
-    for node in list(graph.nodes):
-        domain = node.domain or ""
-        if node.op == "Quant" and domain not in ("", "ai.onnx"):
-            lowering.quant(node)
-        elif node.op in _QONNX_OPS or domain not in ("", "ai.onnx"):
-            raise QuantizationError(
-                f"ONNX node '{node.name}' ({domain}::{node.op}, module '{modules.get(node.name)}'): not supported by "
-                "the edge export (only fixed-point Quant nodes are lowered to standard ONNX)"
-            )
-    graph.cleanup(remove_unused_graph_inputs=True).toposort()
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise ArtifactError(
-            f"the edge export takes exactly one graph input and one output, found inputs "
-            f"{[t.name for t in graph.inputs]} and outputs {[t.name for t in graph.outputs]}"
-        )
-    if fp16:
-        _to_fp16(graph)
-    graph.inputs[0].name = INPUT_NAME
-    graph.outputs[0].name = OUTPUT_NAME
-    for tensor in graph.tensors().values():  # shapes are re-inferred after retargeting
-        if isinstance(tensor, gs.Variable) and tensor not in graph.inputs and tensor not in graph.outputs:
-            tensor.shape = None
-    with _quiet():
-        return gs.export_onnx(graph, do_type_check=False), lowering.table
-
-
-class _Lowering:
-    """Lowers QONNX ``Quant`` nodes of one onnx-graphsurgeon graph, recording the quantization table."""
-
-    def __init__(self, graph: Any, mode: str, modules: dict[str, str | None]) -> None:
-        self.graph = graph
-        self.mode = mode
-        self.modules = modules
-        self.table: dict[str, dict[str, Any]] = {}
-        self.names = {t for t in graph.tensors()} | {n.name for n in graph.nodes}
-
-    def unique(self, name: str) -> str:
-        candidate, index = name, 1
-        while candidate in self.names:
-            index += 1
-            candidate = f"{name}_{index}"
-        self.names.add(candidate)
-        return candidate
-
-    def constant(self, name: str, value: np.ndarray) -> Any:
-        import onnx_graphsurgeon as gs
-
-        return gs.Constant(self.unique(name), np.asarray(value))
-
-    def variable(self, name: str, dtype: Any) -> Any:
-        import onnx_graphsurgeon as gs
-
-        return gs.Variable(self.unique(name), dtype=dtype)
-
-    def node(self, op: str, label: str, inputs: list, outputs: list, **attrs: Any) -> str:
-        import onnx_graphsurgeon as gs
-
-        name = self.unique(f"{label}/{op}")
-        self.graph.nodes.append(gs.Node(op, name=name, attrs=attrs, inputs=inputs, outputs=outputs))
-        return name
-
-    # -------------------------------------------------------------------- one Quant node
-    def quant(self, node: Any) -> None:
-        import onnx_graphsurgeon as gs
-
-        module = self.modules.get(node.name)
-        where = f"ONNX node '{node.name}' (Quant{f', module {module!r}' if module else ''})"
-        if len(node.inputs) != 4:
-            raise QuantizationError(f"{where}: expected 4 inputs (x, scale, zero point, bit width)")
-        x, scale_t, zero_t, bits_t = node.inputs
-        for tensor, what in ((scale_t, "scale"), (zero_t, "zero point"), (bits_t, "bit width")):
-            if not isinstance(tensor, gs.Constant):
-                raise QuantizationError(f"{where}: the {what} is computed at run time; only constant quantizers "
-                                        "can be exported")
-        scale = np.asarray(scale_t.values, dtype=np.float64)
-        if np.any(np.asarray(zero_t.values) != 0):
-            raise QuantizationError(f"{where}: zero point {np.unique(zero_t.values).tolist()} is not 0; only "
-                                    "symmetric fixed-point quantizers are supported")
-        bits_value = float(np.asarray(bits_t.values).ravel()[0]) if np.asarray(bits_t.values).size == 1 else -1.0
-        if bits_value != round(bits_value) or bits_value < 1:
-            raise QuantizationError(f"{where}: bit width {np.asarray(bits_t.values).tolist()} is not one positive "
-                                    "integer")
-        bits = int(bits_value)
-        signed = bool(node.attrs.get("signed", 1))
-        narrow = bool(node.attrs.get("narrow", 0))
-        rounding = node.attrs.get("rounding_mode", "ROUND")
-        rounding = (rounding.decode() if isinstance(rounding, bytes) else str(rounding)).upper()
-        if rounding not in _ROUNDINGS:
-            raise QuantizationError(f"{where}: rounding mode {rounding} is not supported ({', '.join(_ROUNDINGS)})")
-        if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
-            raise QuantizationError(f"{where}: scale {scale.ravel()[:4].tolist()} is not positive and finite")
-        if signed:
-            low, high = -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
-        else:
-            low, high = 0, 2**bits - 1 - int(narrow)
-        y = node.outputs[0]
-        info = {"bits": bits, "signed": signed, "narrow": narrow, "rounding": rounding, "zero_point": 0,
-                "int_range": [low, high]}
-        node.inputs.clear()
-        node.outputs.clear()
-        if isinstance(x, gs.Constant):
-            self._constant_quant(x, y, scale, low, high, rounding, info, module, where)
-        else:
-            if scale.size != 1:
-                raise QuantizationError(f"{where}: per-channel activation scales are not supported")
-            label = (module or node.name).removesuffix(".act_quant")
-            self._activation_quant(x, y, float(scale.ravel()[0]), low, high, rounding, info, label)
-
-    def _constant_quant(
-        self, x: Any, y: Any, scale: np.ndarray, low: int, high: int, rounding: str, info: dict, module: str | None,
-        where: str,
-    ) -> None:
-        values = np.asarray(x.values, dtype=np.float64)
-        codes = np.clip(_round(values / scale, rounding), low, high)
-        consumers = list(y.outputs)
-        if y in self.graph.outputs:
-            raise ArtifactError(f"{where}: a quantized constant is the graph output")
-        roles = {"weight" if c.inputs.index(y) == 1 else "bias" if c.inputs.index(y) == 2 else "input"
-                 for c in consumers}
-        owner = self.modules.get(consumers[0].name) if consumers else None
-        role = roles.pop() if len(roles) == 1 else "param"
-        label = f"{owner or module or (consumers[0].name if consumers else y.name)}.{role}"
-        axes = {weight_axis(c.op, c.attrs, values.ndim) for c in consumers if c.op in _COMPUTE_OPS}
-        as_int8 = (
-            self.mode == "qdq" and role == "weight" and low >= -128 and high <= 127 and scale.size == 1
-            and consumers and all(c.op in _COMPUTE_OPS for c in consumers) and len(axes) == 1 and values.ndim >= 2
-        )
-        if as_int8:
-            axis = axes.pop()
-            channels = values.shape[axis]
-            inputs = [
-                self.constant(f"{label}_int8", codes.astype(np.int8)),
-                self.constant(f"{label}_scale", np.full(channels, scale.item(), dtype=np.float32)),
-                self.constant(f"{label}_zero_point", np.zeros(channels, dtype=np.int8)),
-            ]
-            name = self.node("DequantizeLinear", label, inputs, [y], axis=axis)
-            self.table[self._key(label)] = {"tensor": y.name, "nodes": [name], "encoding": "int8-dq",
-                                            "scale": float(scale.item()), "axis": axis, "channels": channels, **info}
-            return
-        folded = self.constant(f"{label}_quantized", (codes * scale).astype(np.float32))
-        for consumer in consumers:
-            for index, tensor in enumerate(consumer.inputs):
-                if tensor is y:
-                    consumer.inputs[index] = folded
-        scale_value: float | list = float(scale.ravel()[0]) if scale.size == 1 else scale.ravel().tolist()
-        self.table[self._key(label)] = {"tensor": folded.name, "nodes": [], "encoding": "folded",
-                                        "scale": scale_value, "axis": None, **info}
-
-    def _activation_quant(
-        self, x: Any, y: Any, scale: float, low: int, high: int, rounding: str, info: dict, label: str
-    ) -> None:
-        power_of_two = math.frexp(scale)[0] == 0.5
-        dtype = None
-        if self.mode == "qdq" and rounding == "ROUND" and power_of_two:
-            if low >= -128 and high <= 127:
-                dtype = np.int8
-            elif low >= 0 and high <= 255:
-                dtype = np.uint8
-        nodes: list[str] = []
-        scale_c = self.constant(f"{label}_scale", np.array(scale, dtype=np.float32))
-        if dtype is not None:
-            full = (low, high) == (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
-            source = x
-            if not full:
-                source = self.variable(f"{label}_clipped", np.float32)
-                bounds = [self.constant(f"{label}_{k}", np.array(v * scale, dtype=np.float32))
-                          for k, v in (("min", low), ("max", high))]
-                nodes.append(self.node("Clip", label, [x, *bounds], [source]))
-            zero = self.constant(f"{label}_zero_point", np.array(0, dtype=dtype))
-            quantized = self.variable(f"{label}_{np.dtype(dtype).name}", dtype)
-            nodes.append(self.node("QuantizeLinear", label, [source, scale_c, zero], [quantized]))
-            nodes.append(self.node("DequantizeLinear", label, [quantized, scale_c, zero], [y]))
-            encoding = f"{np.dtype(dtype).name}-qdq"
-        else:
-            scaled = self.variable(f"{label}_scaled", np.float32)
-            nodes.append(self.node("Div", label, [x, scale_c], [scaled]))
-            rounded = self.variable(f"{label}_rounded", np.float32)
-            if rounding == "ROUND":
-                nodes.append(self.node("Round", label, [scaled], [rounded]))
-            elif rounding == "FLOOR":
-                nodes.append(self.node("Floor", label, [scaled], [rounded]))
-            else:  # ROUND_TO_ZERO: sign(v) * floor(|v|)
-                magnitude, floored, sign = (self.variable(f"{label}_{k}", np.float32) for k in ("abs", "floor", "sign"))
-                nodes.append(self.node("Abs", label, [scaled], [magnitude]))
-                nodes.append(self.node("Floor", label, [magnitude], [floored]))
-                nodes.append(self.node("Sign", label, [scaled], [sign]))
-                nodes.append(self.node("Mul", f"{label}/trunc", [sign, floored], [rounded]))
-            clipped = self.variable(f"{label}_clipped", np.float32)
-            bounds = [self.constant(f"{label}_{k}", np.array(v, dtype=np.float32)) for k, v in (("min", low),
-                                                                                                  ("max", high))]
-            nodes.append(self.node("Clip", label, [rounded, *bounds], [clipped]))
-            nodes.append(self.node("Mul", label, [clipped, scale_c], [y]))
-            encoding = "float-round"
-        self.table[self._key(label)] = {"tensor": y.name, "nodes": nodes, "encoding": encoding, "scale": scale,
-                                        "axis": None, **info}
-
-    def _key(self, label: str) -> str:
-        key, index = label, 1
-        while key in self.table:
-            index += 1
-            key = f"{label}#{index}"
-        return key
-
-
-def _round(values: np.ndarray, rounding: str) -> np.ndarray:
-    if rounding == "ROUND":
-        return np.round(values)  # half to even, as torch.round and ONNX Round
-    if rounding == "FLOOR":
-        return np.floor(values)
-    return np.trunc(values)
-
-
-def _to_fp16(graph: Any) -> None:
-    """Float32 -> float16 everywhere inside the graph; the graph input/output stay float32 via Casts."""
-    import onnx
-    import onnx_graphsurgeon as gs
-
-    for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Constant) and tensor.values.dtype == np.float32:
-            tensor.values = tensor.values.astype(np.float16)
-        elif isinstance(tensor, gs.Variable) and tensor.dtype == np.float32:
-            tensor.dtype = np.float16
-    for node in graph.nodes:
-        if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
-            value = node.attrs["value"]
-            if value.values.dtype == np.float32:
-                value.values = value.values.astype(np.float16)
-    inp, out = graph.inputs[0], graph.outputs[0]
-    half_in = gs.Variable(f"{inp.name}_fp16", dtype=np.float16)
-    for consumer in list(inp.outputs):
-        for index, tensor in enumerate(consumer.inputs):
-            if tensor is inp:
-                consumer.inputs[index] = half_in
-    inp.dtype = np.float32
-    graph.nodes.append(gs.Node("Cast", name="input/Cast", attrs={"to": onnx.TensorProto.FLOAT16},
-                               inputs=[inp], outputs=[half_in]))
-    half_out = gs.Variable(f"{out.name}_fp16", dtype=np.float16)
-    producer = out.inputs[0]
-    producer.outputs[producer.outputs.index(out)] = half_out
-    out.dtype = np.float32
-    graph.nodes.append(gs.Node("Cast", name="output/Cast", attrs={"to": onnx.TensorProto.FLOAT},
-                               inputs=[half_out], outputs=[out]))
-    graph.toposort()
-
 
 # ------------------------------------------------------------------------------------ finishing
 # Reductions whose ``axes`` moved from an attribute to an input in opset 18 (ReduceSum did in 13).
@@ -558,6 +327,8 @@ def _finalize(model: onnx.ModelProto, opset: int, module: Any) -> onnx.ModelProt
             raise ArtifactError(f"ONNX node '{node.name}': Pad with an 'axes' input needs opset >= 18")
         if node.op_type in _AXES_INPUT_SINCE_18 and opset < 18:
             _axes_input_to_attribute(model, node)
+        if node.op_type == "Resize" and opset < 18:
+            _resize_before_18(node)
     model.producer_name = "aeforge"
     del model.metadata_props[:]
     metadata = {"aeforge.edge": "1"}
@@ -573,6 +344,24 @@ def _finalize(model: onnx.ModelProto, opset: int, module: Any) -> onnx.ModelProt
         raise ArtifactError(f"the exported ONNX graph is invalid at opset {opset}: {type(error).__name__}: "
                             f"{str(error).strip().splitlines()[0]}") from None
     return model
+
+
+# Resize attributes new in opset 18, with the value that means the opset-13 behaviour.
+_RESIZE_SINCE_18 = {"antialias": 0, "keep_aspect_ratio_policy": "stretch"}
+
+
+def _resize_before_18(node: onnx.NodeProto) -> None:
+    """Drop Resize's opset-18 attributes where they hold their default (torch writes them explicitly)."""
+    import onnx
+
+    for attribute in list(node.attribute):
+        if attribute.name == "axes" or attribute.name in _RESIZE_SINCE_18:
+            value = onnx.helper.get_attribute_value(attribute)
+            value = value.decode() if isinstance(value, bytes) else value
+            if attribute.name == "axes" or value != _RESIZE_SINCE_18[attribute.name]:
+                raise ArtifactError(
+                    f"ONNX node '{node.name}': Resize with {attribute.name}={value!r} needs opset >= 18")
+            node.attribute.remove(attribute)
 
 
 def _drop_attribute(node: onnx.NodeProto, name: str) -> None:
@@ -603,19 +392,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporters' prints, warnings and info logging."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "brevitas")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)

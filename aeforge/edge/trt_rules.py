@@ -1,7 +1,11 @@
 """TensorRT explicit-quantization (Q/DQ) rules, checked on an ONNX file without TensorRT.
 
 :func:`check_trt` reads a model (path or ``onnx.ModelProto``) with onnx-graphsurgeon and returns
-one :class:`TrtViolation` per problem, each naming the node, its op and a stable rule id:
+one :class:`TrtViolation` per finding, each naming the node, its op, a stable rule id and a
+severity. An **error** means TensorRT refuses the graph or would compute other numbers than
+Brevitas; a **note** means TensorRT runs it and computes the Brevitas numbers, but a layer runs in
+FP32 instead of INT8 because its quantizer is not INT8-representable (:data:`NOTE_RULES`:
+``float-quant``, ``activation-not-quantized``). The rules:
 
 ``opset``
     default-domain opset outside what the TensorRT 10.0 ONNX parser takes (9..20), or below 13
@@ -27,12 +31,17 @@ one :class:`TrtViolation` per problem, each naming the node, its op and a stable
 ``dynamic-shape``
     a graph input with unknown rank or a dynamic dimension other than the first (batch) one;
     a dynamic batch is fine (one optimization profile).
-``float-quant``
+``float64``
+    a ``Cast`` to double or a double graph input/output (the float64 sum of an ``sq_error`` layer
+    wider than 24 bits): TensorRT has no FP64; its parser computes double in FP32, which rounds.
+``float-quant`` (note)
     fake quantization computed in float (``Round``/``Floor``) in a Q/DQ graph: a type TensorRT
-    INT8 cannot hold (wider than 8 bits, or not round-half-even), run in FP32 and inexact in FP16.
-``activation-not-quantized``
+    INT8 cannot hold (wider than 8 bits, or not round-half-even), run in FP32 (exact) and inexact
+    in FP16.
+``activation-not-quantized`` (note)
     a Conv/ConvTranspose/Gemm/MatMul with an INT8 weight but a float (not ``DequantizeLinear``)
-    activation: TensorRT runs the layer in float, not INT8.
+    activation: TensorRT runs the layer in FP32, not INT8 (exact while the accumulator fits
+    float32's 24-bit mantissa and TF32 is off, as :mod:`aeforge.edge.runners.trt_runner` builds).
 
 The op list encodes the support matrix of ONNX-TensorRT ``docs/operators.md`` for TensorRT 10.0
 (opsets 9 to 20). :func:`polygraphy_lint` runs ``polygraphy check lint`` (onnx.checker plus
@@ -91,29 +100,65 @@ RULES = {
     "dynamic-shape": "dynamic non-batch input dimension",
     "float-quant": "fake quantization in float (type TensorRT INT8 cannot hold)",
     "activation-not-quantized": "INT8 weight with a float activation",
+    "float64": "double-precision tensor (TensorRT has no FP64)",
 }
 """Rule id -> one-line description (the ids are stable)."""
 
+ERROR, NOTE = "error", "note"
+NOTE_RULES = frozenset({"float-quant", "activation-not-quantized"})
+"""Rules that are notes: TensorRT runs the layer exactly, in FP32 instead of INT8 (every other rule is an error)."""
+
 _COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_SHAPE_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad", "MaxPool")
+# Ops that move or select values without changing them (TensorRT commutes Q/DQ across them).
+_SHAPE_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad", "MaxPool", "Resize",
+              "Upsample")
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_DOUBLE = 11  # onnx.TensorProto.DOUBLE
 _POLYGRAPHY_MAIN = "import sys; from polygraphy.tools import main; sys.exit(main())"
 
 
 @dataclass(frozen=True)
 class TrtViolation:
-    """One broken rule: the node (or tensor/model) it is about, its op, the rule id and a message."""
+    """One finding: the node (or tensor/model) it is about, its op, the rule id, a message and its severity.
+
+    ``severity`` is ``"error"`` or ``"note"``; left empty it follows the rule (:data:`NOTE_RULES`).
+    """
 
     node: str
     op_type: str
     rule: str
     message: str
+    severity: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.severity:
+            object.__setattr__(self, "severity", NOTE if self.rule in NOTE_RULES else ERROR)
+        elif self.severity not in (ERROR, NOTE):
+            raise ValueError(f"severity must be {ERROR!r} or {NOTE!r}, got {self.severity!r}")
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
-    def __str__(self) -> str:
+    def describe(self) -> str:
+        """``node (op) [rule]: message``."""
         return f"{self.node} ({self.op_type}) [{self.rule}]: {self.message}"
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.describe()}"
+
+
+def split_severities(
+    violations: Iterable[TrtViolation], int8_only: bool = False
+) -> tuple[list[TrtViolation], list[TrtViolation]]:
+    """``(errors, notes)``; with ``int8_only`` every note counts as an error (a layer must run in INT8)."""
+    violations = list(violations)
+    if int8_only:
+        return violations, []
+    return [v for v in violations if v.is_error], [v for v in violations if not v.is_error]
 
 
 def weight_axis(op_type: str, attrs: dict[str, Any], weight_rank: int) -> int:
@@ -162,6 +207,7 @@ def check_trt(model: str | os.PathLike[str] | onnx.ModelProto) -> list[TrtViolat
     violations += _check_inputs(proto)
     for node in graph.nodes:
         violations += _check_node(node, has_qdq)
+    violations += _check_outputs(proto)
     return violations
 
 
@@ -205,6 +251,16 @@ def _check_inputs(proto: onnx.ModelProto) -> list[TrtViolation]:
                     f"input '{inp.name}' axis {axis} is dynamic ('{name}'); only the batch axis (0) may be",
                 ))
     return out
+
+
+def _check_outputs(proto: onnx.ModelProto) -> list[TrtViolation]:
+    import onnx
+
+    return [
+        TrtViolation(out.name, "output", "float64", f"output '{out.name}' is double; TensorRT has no FP64 and "
+                     "returns FP32, which cannot hold the exact value")
+        for out in proto.graph.output if out.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    ]
 
 
 def _producer(tensor: Any) -> Any:
@@ -272,6 +328,9 @@ def _check_node(node: Any, has_qdq: bool) -> list[TrtViolation]:
         return out
     if op in ("QuantizeLinear", "DequantizeLinear"):
         out += _check_qdq(node, name)
+    elif op == "Cast" and int(node.attrs.get("to", 0)) == _DOUBLE:
+        flag("float64", "casts to double (an exact sum wider than float32's 24-bit mantissa); TensorRT has no FP64 "
+             "and computes it in FP32, which rounds: use a narrower type, or run this model on onnxruntime")
     elif op == "Clip":
         if node.inputs and _is_integer(node.inputs[0]):
             flag("int-clip", "clips an integer (quantized) tensor, which TensorRT cannot run; clip the float "
@@ -362,7 +421,7 @@ def _check_compute(node: Any, name: str) -> list[TrtViolation]:
     return [TrtViolation(
         name, node.op, "activation-not-quantized",
         f"INT8 weight but its activation comes from {source}, not a DequantizeLinear; TensorRT runs this "
-        "layer in float",
+        "layer in FP32 instead of INT8 (exact with TF32 off)",
     )]
 
 
@@ -383,16 +442,22 @@ def _float_quant_message(node: Any) -> str:
                 grid = f" of a {bits}-bit {signed} grid [{low:g}, {high:g}]"
     rounding = "round half to even" if node.op == "Round" else "floor (truncation)"
     return (f"float fake quantization ({rounding}){grid}: TensorRT INT8 Q/DQ cannot represent it (signed 8-bit, "
-            "round half to even only), so TensorRT computes it in FP32 (inexact in FP16)")
+            "round half to even only), so TensorRT computes it in FP32, exactly (inexact in FP16)")
 
 
-def format_violations(violations: Iterable[TrtViolation], source: str = "model") -> str:
-    """Human-readable report for the CLI: one line per violation, or a line saying the model is clean."""
-    violations = list(violations)
-    if not violations:
+def format_violations(violations: Iterable[TrtViolation], source: str = "model", int8_only: bool = False) -> str:
+    """Human-readable report for the CLI: errors, then notes, one line each, under a one-line verdict."""
+    errors, notes = split_severities(violations, int8_only)
+    if not errors and not notes:
         return f"{source}: TensorRT {TRT_VERSION} explicit-quantization rules: no violations"
-    lines = [f"{source}: {len(violations)} TensorRT {TRT_VERSION} rule violation(s):"]
-    lines += [f"  {v}" for v in violations]
+    if errors:
+        verdict = ("TensorRT refuses it or would compute other numbers than Brevitas" if not int8_only
+                   else "not every layer runs in INT8 (--int8-only)")
+    else:
+        verdict = "TensorRT runs it and computes the Brevitas numbers; some layers run in FP32, not INT8"
+    lines = [f"{source}: TensorRT {TRT_VERSION} rules: {len(errors)} error(s), {len(notes)} note(s): {verdict}"]
+    lines += [f"  error: {v.describe()}" for v in errors]
+    lines += [f"  note: {v.describe()}" for v in notes]
     return "\n".join(lines)
 
 

@@ -193,6 +193,22 @@ def test_unsigned_8bit_and_floor_rounding_stay_exact_but_are_flagged(tmp_path: P
     assert ("layers.4/Floor", "float-quant") in found
 
 
+def test_check_trt_of_the_default_econt_export_has_notes_only(
+    default_export: tuple[EcontEncoder, EdgeExport], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TensorRT runs the published 9-12-bit types exactly in FP32: notes, exit 0; ``--int8-only`` makes them errors."""
+    from aeforge.cli import main
+
+    _, result = default_export
+    assert all(v.severity == "note" for v in result.trt_violations) and len(result.trt_violations) == 5
+    assert main(["check", "trt", str(result.path)]) == 0
+    text = capsys.readouterr().out
+    assert "0 error(s), 5 note(s)" in text and "note: input_quant/Round (Round) [float-quant]" in text
+    assert main(["check", "trt", str(result.path), "--int8-only", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["errors"]) == 5 and report["notes"] == [] and not report["clean"]
+
+
 def test_result_record(default_export: tuple[EcontEncoder, EdgeExport]) -> None:
     import hashlib
 

@@ -9,7 +9,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from aeforge.edge.trt_rules import RULES, TrtViolation, check_trt, format_violations, polygraphy_lint
+from aeforge.cli import main
+from aeforge.edge.trt_rules import (
+    NOTE_RULES,
+    RULES,
+    TrtViolation,
+    check_trt,
+    format_violations,
+    polygraphy_lint,
+    split_severities,
+)
 from aeforge.errors import ArtifactError
 
 pytest.importorskip("onnx_graphsurgeon")
@@ -97,6 +106,9 @@ def test_clean_graph_has_no_violations(tmp_path: Path) -> None:
          {("qonnx_quant", "unsupported-op")}),
         ({"extra_nodes": (helper.make_node("Round", ["y"], ["d"], name="fake_round"),)},
          {("fake_round", "float-quant")}),
+        ({"extra_nodes": (helper.make_node("Cast", ["y"], ["d"], name="to_double", to=TensorProto.DOUBLE),
+                          helper.make_node("Cast", ["d"], ["f"], name="to_float", to=TensorProto.FLOAT))},
+         {("to_double", "float64")}),
     ],
 )
 def test_each_fault_is_named(kwargs: dict, expected: set[tuple[str, str]]) -> None:
@@ -153,3 +165,49 @@ def test_polygraphy_lint(tmp_path: Path) -> None:
     assert lines and any("dense" in line or "weight_dq" in line for line in lines), lines
     with pytest.raises(ArtifactError, match=r"nothing\.onnx"):
         polygraphy_lint(tmp_path / "nothing.onnx")
+
+
+# ------------------------------------------------------------------------------------ severities
+_ROUND = (helper.make_node("Round", ["y"], ["d"], name="fake_round"),)
+
+
+def test_severities_split_errors_from_notes() -> None:
+    assert {"float-quant", "activation-not-quantized"} == NOTE_RULES and set(RULES) > NOTE_RULES
+    findings = check_trt(_model(act_zp=np.array(0, np.uint8), extra_nodes=_ROUND))
+    errors, notes = split_severities(findings)
+    assert {v.rule for v in errors} == {"q-dtype-int8"} and {v.rule for v in notes} == {"float-quant"}
+    assert all(v.severity == "error" for v in errors) and notes[0].severity == "note"
+    assert split_severities(findings, int8_only=True) == (findings, [])
+    assert TrtViolation(**notes[0].as_dict()) == notes[0]  # round-trips through the JSON record
+    assert TrtViolation("n", "Round", "float-quant", "m", severity="error").is_error
+    report = format_violations(notes, "m.onnx")
+    assert "0 error(s), 1 note(s)" in report and "  note: fake_round (Round) [float-quant]" in report
+    assert "computes the Brevitas numbers" in report
+    assert "1 error(s), 0 note(s)" in format_violations(notes, "m.onnx", int8_only=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "args", "code", "errors", "notes"),
+    [
+        ({}, [], 0, 0, 0),
+        ({"extra_nodes": _ROUND}, [], 0, 0, 1),  # runs in FP32, exactly: a note
+        ({"extra_nodes": _ROUND}, ["--int8-only"], 1, 1, 0),
+        ({"act_zp": np.array(0, np.uint8)}, [], 1, 2, 0),  # uint8 Q/DQ: TensorRT refuses it
+        ({"extra_nodes": (helper.make_node("Det", ["y"], ["d"], name="determinant"),)}, [], 1, 1, 0),
+    ],
+)
+def test_check_trt_exit_code_follows_errors_only(
+    kwargs: dict, args: list[str], code: int, errors: int, notes: int, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(**kwargs), path)
+    assert main(["check", "trt", str(path), *args]) == code
+    text = capsys.readouterr().out
+    assert ("no violations" in text) == (errors + notes == 0)
+    assert main(["check", "trt", str(path), "--json", *args]) == code
+    report = json.loads(capsys.readouterr().out)
+    assert (len(report["errors"]), len(report["notes"]), report["clean"]) == (errors, notes, code == 0)
+    assert report["int8_only"] == ("--int8-only" in args)

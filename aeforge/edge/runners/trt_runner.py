@@ -7,7 +7,8 @@ path; no pycuda / cuda-python needed). This module imports without TensorRT: the
 
 Build (:func:`build_serialized_engine`): ``trt.Builder`` -> network (``STRONGLY_TYPED`` for
 ``precision="strongly_typed"``, TensorRT >= 9; ``EXPLICIT_BATCH`` before TensorRT 10) ->
-``trt.OnnxParser`` -> builder config (``BuilderFlag.INT8`` for a QDQ graph, ``FP16``; workspace
+``trt.OnnxParser`` -> builder config (``BuilderFlag.INT8`` for a QDQ graph, ``FP16``; ``TF32`` cleared so
+that FP32 layers compute exactly what Brevitas does; workspace
 pool limit; one optimization profile when the batch is dynamic; the timing cache loaded and
 saved) -> ``build_serialized_network``. Engines go into :class:`~aeforge.edge.engine_cache.EngineCache`
 keyed by TensorRT version, GPU, ONNX sha256 and build flags; a cached engine of another TensorRT
@@ -102,6 +103,9 @@ def build_serialized_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, flags.workspace_bytes)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is not None and hasattr(config, "clear_flag"):
+        config.clear_flag(tf32)  # FP32 layers (types INT8 cannot hold) stay exact: TF32 keeps 10 mantissa bits
     if flags.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     elif flags.precision == "fp16":
