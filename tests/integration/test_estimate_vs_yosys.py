@@ -9,7 +9,12 @@ MLP 8-8-4 (this test)                 1,152        910   0.79     128       131 
 MLP 16-24-8 (test_rtl.py)            11,461      7,327   0.64     400       512         0.61
 conv 6x6x2 3x3x4 valid, dense 6      31,813     20,667   0.65   1,148     1,617            -
 ECON-T encoder (trained demo run)    50,959     31,622   0.62   3,088     3,652         0.62
+seq1d (test_rtl_layers.py) [1]       1,341        952   0.71     135       183            -
+img2d (test_rtl_layers.py)           3,686      3,132   0.85     360       385            -
+res1d (test_rtl_layers.py) [1]         685        669   0.98     139       142            -
 =================================  ========  =========  =====  ======  ========  ===========
+
+[1] with sq_error: 8 multipliers, estimated and synthesized as 8 DSP48E1 each.
 
 The estimate ignores da4ml's common-subexpression sharing, so it is an upper bound on LUTs;
 ``XC7_LUT_CALIBRATION`` is the typical ratio. The factors asserted below are wider than measured.
@@ -87,3 +92,17 @@ def test_energy_accepts_the_real_report(synthesized) -> None:
     assert energy.as_dict()["energy_nj"] == pytest.approx(energy.energy_j_per_inference * 1e9)
     with pytest.raises(ConfigError, match="generic"):
         estimate_energy(synthesized["xc7"])
+
+
+def test_new_kinds_within_stated_factors(tmp_path) -> None:
+    """conv1d, maxpool, upsample and sq_error (its multipliers on DSP48E1) against Yosys xc7."""
+    from aeforge.hls.rtl import generate_rtl
+    from tests.integration.test_rtl_layers import make_model
+
+    model = make_model("seq1d")
+    project = generate_rtl(model, tmp_path / "rtl", pipeline_stages=STAGES)
+    xc7 = synthesize(project, "xc7", timeout_s=300)
+    estimate = estimate_resources(model, pipeline_stages=STAGES)
+    assert estimate.dsp == xc7.dsp == 8
+    assert 0.9 * xc7.lut <= estimate.lut <= 3.0 * xc7.lut
+    assert xc7.ff / 1.5 <= estimate.ff <= 1.5 * xc7.ff

@@ -150,7 +150,7 @@ def test_unsupported_types_and_models_are_named(tmp_path) -> None:
 
     with pytest.raises(ArtifactError, match="encoder"):
         trace_model(build_autoencoder(ModelConfig(), QuantConfig()))
-    with pytest.raises(ArtifactError, match="supports EcontEncoder"):
+    with pytest.raises(ArtifactError, match="accepts a SequentialQuantModel"):
         trace_model(torch.nn.Linear(2, 2))
     wide = dataclasses.replace(QuantConfig(), conv_activation=FixedPoint(40, 10, signed=False))
     with pytest.raises(QuantizationError, match=r"conv_act.*32 bits"):

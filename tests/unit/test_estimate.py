@@ -12,7 +12,7 @@ import torch
 
 from aeforge.errors import ArtifactError, ConfigError
 from aeforge.hls import estimate as est
-from tests.small_models import small_mlp
+from tests.small_models import small_mlp, spread_weights
 
 
 def _tiny(final_quant: bool = True):
@@ -64,6 +64,47 @@ def _econt():
         for parameter in encoder.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.8)
     return encoder
+
+
+U4 = "ap_ufixed<4,4,AP_TRN,AP_SAT>"
+IN = "ap_fixed<6,2,AP_RND_CONV,AP_SAT>"
+W = "ap_fixed<5,2,AP_RND_CONV,AP_SAT>"
+KIND_SPECS = {  # one small model per group of new kinds (the RTL twins are in tests/integration/test_rtl_layers.py)
+    "pool1d": {"input": {"shape": [9, 1], "type": IN}, "layers": [
+        {"kind": "conv1d", "name": "c", "filters": 2, "kernel_size": 3, "strides": 2, "padding": [[1, 2]],
+         "weight": W, "bias": W},
+        {"kind": "relu", "name": "r", "type": "ap_ufixed<6,2,AP_RND_CONV,AP_SAT>"},
+        {"kind": "maxpool", "name": "mp", "pool_size": 2},
+        {"kind": "upsample", "name": "up", "size": 2},
+        {"kind": "avgpool", "name": "ap", "pool_size": 2, "strides": 1},
+        {"kind": "flatten", "name": "f"}]},
+    "img": {"input": {"shape": [4, 4, 2], "type": IN}, "layers": [
+        {"kind": "conv2d", "name": "c", "filters": 2, "kernel_size": 3, "padding": "same", "weight": W},
+        {"kind": "quant", "name": "q", "type": IN},
+        {"kind": "add", "name": "res", "source": "input"},
+        {"kind": "maxpool", "name": "mp", "pool_size": [2, 1]},
+        {"kind": "avgpool", "name": "ap", "pool_size": [1, 2]},
+        {"kind": "flatten", "name": "f"},
+        {"kind": "dense", "name": "d", "units": 3, "weight": W}]},
+    "score": {"input": {"shape": [6], "type": IN}, "layers": [
+        {"kind": "dense", "name": "enc", "units": 2, "weight": W, "bias": W},
+        {"kind": "relu", "name": "r", "type": "ap_ufixed<6,2,AP_RND_CONV,AP_SAT>"},
+        {"kind": "dense", "name": "dec", "units": 6, "weight": W},
+        {"kind": "quant", "name": "rec", "type": IN},
+        {"kind": "sq_error", "name": "score", "source": "input"}]},
+}  # fmt: skip
+
+
+def _kind_model(name: str):
+    from aeforge.quantize.models.sequential import build_sequential
+
+    return spread_weights(build_sequential(KIND_SPECS[name]).eval(), 2)
+
+
+def _two(layers: list[dict], shape: list[int] | None = None, in_type: str = U4):
+    from aeforge.quantize.models.sequential import build_sequential
+
+    return build_sequential({"input": {"shape": shape or [2, 1], "type": in_type}, "layers": layers}).eval()
 
 
 # ------------------------------------------------------------------------------------ CSD
@@ -138,6 +179,62 @@ def test_econt_macs() -> None:
     assert estimate.macs == conv.macs + dense.macs
 
 
+def test_new_kinds_are_hand_computable() -> None:
+    # max of two ap_ufixed<4,4>: a 5-bit comparator (0..15 - 0..15) and a 4-bit mux
+    (mp,) = est.estimate_resources(_two([{"kind": "maxpool", "name": "mp", "pool_size": 2}])).layers
+    assert (mp.comparators, mp.adder_bits, mp.lut, mp.carry, mp.depth, mp.output_bits) == (1, 5, 9, 2, 1, 4)
+    # mean of four: 3 adders (5, 5 and 6 bits); the 2**-2 is wiring (output 6 bits, 2 fractional)
+    (ap,) = est.estimate_resources(_two([{"kind": "avgpool", "name": "ap", "pool_size": 4}], [4, 1])).layers
+    assert (ap.adders, ap.adder_bits, ap.depth, ap.output_bits) == (3, 16, 2, 6)
+    # residual add of two 0..15 vectors: one 5-bit adder per element
+    add = est.estimate_resources(_two([{"kind": "quant", "name": "q", "type": U4},
+                                       {"kind": "add", "name": "a", "source": "input"}], [2]))
+    assert (add.layers[1].adders, add.layers[1].adder_bits, add.layers[1].carry) == (2, 10, 4)
+    # sq_error on ap_fixed<3,3> (-4..3): 4-bit differences; 8-bit products stay in LUTs on xc7 ...
+    small = [{"kind": "quant", "name": "q", "type": "ap_fixed<3,3,AP_TRN,AP_SAT>"},
+             {"kind": "sq_error", "name": "s", "source": "input"}]
+    sq = est.estimate_resources(_two(small, [2], "ap_fixed<3,3,AP_TRN,AP_SAT>")).layers[1]
+    assert (sq.multipliers, sq.dsp, sq.outputs) == (2, 0, 1)
+    assert sq.lut == sq.adder_bits + 2 * round(est.XC7_MULT_LUT_PER_BIT2 * 16)
+    # ... ap_fixed<4,4> (-8..7): 5-bit differences, 10-bit products go to DSP48E1 (Yosys synth_xilinx)
+    wide = [{"kind": "quant", "name": "q", "type": "ap_fixed<4,4,AP_TRN,AP_SAT>"},
+            {"kind": "sq_error", "name": "s", "source": "input"}]
+    model = _two(wide, [2], "ap_fixed<4,4,AP_TRN,AP_SAT>")
+    assert est.estimate_resources(model).dsp == 2
+    generic = est.estimate_resources(model, target="generic")
+    assert generic.dsp == 0 and generic.layers[1].gates > 2 * 25  # the multipliers are gates there
+    # upsample and flatten are wiring
+    up = est.estimate_resources(_two([{"kind": "upsample", "name": "u", "size": 3}])).layers[0]
+    assert (up.lut, up.adders, up.outputs) == (0, 0, 6)
+
+
+def test_new_kinds_estimate_energy_and_registers() -> None:
+    for name in KIND_SPECS:
+        model = _kind_model(name)
+        comb = est.estimate_resources(model)
+        assert comb.lut > 0 and comb.ff == 0 and comb.gates > 0
+        ffs = [est.estimate_resources(model, pipeline_stages=s).ff for s in (1, 2, 4)]
+        assert 0 < ffs[0] <= ffs[1] <= ffs[2]
+        energy = est.estimate_mac_energy(model, node_nm=45)
+        assert energy.energy_j_per_inference > 0 and energy.breakdown_j["adders"] > 0
+        t = model.input_type
+        inputs = t.quantize(np.random.default_rng(3).uniform(t.min_value, t.max_value, (50, *model.input_shape)))
+        assert 0.05 < est.measure_activity(model, inputs) < 0.7
+    score = _kind_model("score")
+    layers = {layer.kind: layer for layer in est.estimate_resources(score).layers}
+    assert layers["sq_error"].multipliers == 6 and layers["sq_error"].adders == 6 + 5
+    squares_pj = 6 * est.mult_energy_pj(7, 7)  # 6 squares of 7-bit differences (ap_fixed<6,2> - ap_fixed<6,2>)
+    dense_pj = 12 * est.mult_energy_pj(6, 5) + 12 * est.mult_energy_pj(6, 5)
+    mult_j = est.estimate_mac_energy(score, node_nm=45, weight_register_copies=0).breakdown_j["multipliers"]
+    assert mult_j == pytest.approx((squares_pj + dense_pj) * 1e-12)
+    # the input stays registered until sq_error reads it: more flip-flops than the same model without the score
+    no_score = {**KIND_SPECS["score"], "layers": KIND_SPECS["score"]["layers"][:-1]}
+    from aeforge.quantize.models.sequential import build_sequential
+
+    plain = spread_weights(build_sequential(no_score).eval(), 2)
+    assert est.estimate_resources(score, pipeline_stages=3).ff > est.estimate_resources(plain, pipeline_stages=3).ff
+
+
 def test_estimate_from_rtl_uses_da4ml_cost() -> None:
     project = SimpleNamespace(
         estimated_luts=1000.0, register_bits=321, latency_cycles=2, extra={"combinational_delay": [3.0, 7.5]}
@@ -156,12 +253,20 @@ def test_resource_errors_name_the_field() -> None:
         from aeforge.quantize.models.sequential import build_sequential
 
         est.estimate_resources(build_sequential(_mlp().spec, quantized=False))
-    with pytest.raises(ArtifactError, match="Linear"):
+    with pytest.raises(ArtifactError, match=r"as_sequential.*Linear"):
         est.estimate_resources(torch.nn.Linear(2, 2))
+    from aeforge.config import ModelConfig, QuantConfig
+    from aeforge.quantize.models.econt import build_autoencoder
+
+    with pytest.raises(ArtifactError, match="encoder"):
+        est.estimate_mac_energy(build_autoencoder(ModelConfig(), QuantConfig()))
+    with pytest.raises(ArtifactError, match="not quantized"):
+        est.measure_activity(build_autoencoder(ModelConfig(), None).encoder, np.zeros((4, 1, 8, 8)))
 
 
 # ------------------------------------------------------------------------------------ numpy model
-@pytest.mark.parametrize("make", [_mlp, _conv, _econt], ids=["mlp", "conv", "econt"])
+@pytest.mark.parametrize("make", [_mlp, _conv, _econt, *(lambda n=n: _kind_model(n) for n in KIND_SPECS)],
+                         ids=["mlp", "conv", "econt", *KIND_SPECS])
 def test_forward_values_match_the_torch_model(make) -> None:
     model = make()
     rng = np.random.default_rng(1)

@@ -1,17 +1,9 @@
 """RTL generation with da4ml (distributed arithmetic): aeforge quantized model -> Verilog/VHDL.
 
-da4ml has no PyTorch/Brevitas importer, so :func:`trace_model` replays the model's fixed-point
-semantics (the :class:`~aeforge.fixedpoint.FixedPoint` types and the quantized weights) in da4ml's
-trace API: a ``FixedVariableArrayInput`` quantized to the input type, constant-matrix products
-(``@``, optimised by da4ml's CMVM solver into adder trees, no multipliers), constant bias adds,
-``quantize`` for every activation quantizer and ReLU, and convolutions written as zero pad +
-window slices + one constant matmul per output pixel.
-
-Rounding: da4ml rounds only ``TRN`` (floor) and ``RND`` (half up). Brevitas, QKeras and the
-``ap_fixed`` default round half to even (``RND_CONV``); that is built here from ``TRN`` with the
-usual hardware trick: add ``half - 1 ulp`` of the source plus the bit that becomes the new LSB,
-then truncate (a tie rounds up exactly when the truncated result would be odd). Overflow ``SAT``,
-``SAT_SYM`` and ``WRAP`` map directly. ``TRN_ZERO`` and the other modes are refused.
+The model is traced layer by layer from its spec by :mod:`aeforge.hls.rtl.trace`
+(:func:`~aeforge.hls.rtl.trace.trace_model`: every model goes through its
+:class:`~aeforge.quantize.models.sequential.SequentialQuantModel`; the ECON-T encoder through
+``as_sequential()``); this module turns the traced netlist into a project.
 
 Ports (see :class:`RtlProject`): the top module is da4ml's IO wrapper ``<name>_wrapper`` with one
 flat input bus ``model_inp`` and one flat output bus ``model_out``; element ``j`` of a bus occupies
@@ -33,17 +25,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from aeforge.errors import ArtifactError, ConfigError, QuantizationError, ToolUnavailableError
+from aeforge.errors import ArtifactError, ConfigError, QuantizationError
 from aeforge.fixedpoint import FixedPoint
+from aeforge.hls.rtl.trace import (  # noqa: F401  (re-exported: the tracer lives in trace.py)
+    MAX_TYPE_BITS,
+    OVERFLOWS,
+    ROUNDINGS,
+    da4ml_available,
+    hardware_model,
+    trace_model,
+)
 
 MANIFEST = "aeforge_rtl.json"
-MAX_TYPE_BITS = 32
-"""Widest fixed-point type the tracer accepts for a port or quantizer (the Verilator binder moves
-each bus element through an int32)."""
-ROUNDINGS = ("RND_CONV", "TRN")
-OVERFLOWS = ("SAT", "SAT_SYM", "WRAP")
 LANGUAGES = ("verilog", "vhdl")
 DEFAULT_NAME = "aeforge_model"
 
@@ -168,212 +161,6 @@ def load_rtl_project(out_dir: str | os.PathLike[str]) -> RtlProject:
         raise ArtifactError(f"{path}: unreadable RTL manifest: {error}") from None
 
 
-# ------------------------------------------------------------------------------------ availability
-def da4ml_available() -> str | None:
-    """None when da4ml can be imported, else the reason it cannot."""
-    try:
-        import da4ml  # noqa: F401
-        from da4ml.trace import FixedVariableArrayInput  # noqa: F401
-    except Exception as error:  # ImportError, or a broken binary extension
-        return f"da4ml is not installed or broken ({error}); install it with `pip install da4ml`"
-    return None
-
-
-def _require_da4ml() -> None:
-    reason = da4ml_available()
-    if reason is not None:
-        raise ToolUnavailableError(reason)
-
-
-# ------------------------------------------------------------------------------------ fixed point
-def _kif(spec: FixedPoint) -> tuple[int, int, int]:
-    """da4ml's (keep_negative, integer bits without sign, fractional bits) of a type."""
-    k = int(spec.signed)
-    return k, spec.int_bits - k, spec.frac_bits
-
-
-def _check_type(spec: FixedPoint, where: str) -> None:
-    if spec.bits > MAX_TYPE_BITS:
-        raise QuantizationError(
-            f"{where}: {spec.ap_type()} is wider than the {MAX_TYPE_BITS} bits the RTL path supports"
-        )
-    if spec.rounding not in ROUNDINGS:
-        raise QuantizationError(
-            f"{where}: rounding AP_{spec.rounding} is not supported by the RTL generator (supported: "
-            f"{', '.join('AP_' + r for r in ROUNDINGS)})"
-        )
-    if spec.overflow not in OVERFLOWS:
-        raise QuantizationError(
-            f"{where}: overflow AP_{spec.overflow} is not supported by the RTL generator (supported: "
-            f"{', '.join('AP_' + o for o in OVERFLOWS)})"
-        )
-
-
-def _quantize(x: Any, spec: FixedPoint, where: str) -> Any:
-    """``ap_fixed`` quantization of a FixedVariableArray to ``spec`` (round first, then overflow)."""
-    from da4ml.trace import FixedVariableArray
-
-    _check_type(spec, where)
-    k, i, f = _kif(spec)
-    if spec.rounding == "TRN":
-        return x.quantize(k, i, f, spec.overflow, "TRN")
-    out = []
-    for v in x._vars.ravel():
-        _, _, fx = v.kif
-        if fx <= f:  # nothing below the new LSB: exact, no rounding
-            out.append(v.quantize(k, i, f, spec.overflow, "TRN"))
-            continue
-        # round half to even = floor(x + half - ulp + lsb_bit * ulp), ulp = 2**-fx
-        lsb_bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")  # 0 or 2**-f: the bit that becomes the LSB
-        shifted = v + (2.0 ** (-f - 1) - 2.0 ** (-fx)) + lsb_bit * 2.0 ** (f - fx)
-        out.append(shifted.quantize(k, i, f, spec.overflow, "TRN"))
-    return FixedVariableArray(np.array(out, dtype=object).reshape(x._vars.shape), x.solver_options, hwconf=x.hwconf)
-
-
-def _relu_quantize(x: Any, spec: FixedPoint, where: str) -> Any:
-    """ReLU then quantization to ``spec`` (an unsigned saturating type's clamp is the ReLU itself)."""
-    if spec.signed or spec.overflow == "WRAP":
-        x = x.relu()
-    return _quantize(x, spec, where)
-
-
-# ------------------------------------------------------------------------------------ layers
-def _grid(values: Any, spec: FixedPoint, where: str) -> np.ndarray:
-    """Quantized constant parameters (float64), as Brevitas computes them with ``spec``."""
-    import torch
-
-    if isinstance(values, torch.Tensor):
-        values = values.detach().to(torch.float64).cpu().numpy()
-    return spec.quantize(np.asarray(values, dtype=np.float64))
-
-
-def _wrap(vars_: np.ndarray, like: Any) -> Any:
-    from da4ml.trace import FixedVariableArray
-
-    return FixedVariableArray(vars_, like.solver_options, hwconf=like.hwconf)
-
-
-def _conv2d(
-    x: Any, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int], pad: tuple[int, int, int, int]
-) -> Any:
-    """Channels-last conv: ``x`` (H, W, C), torch ``weight`` (F, C, kh, kw), ``pad`` (left, right, top, bottom)."""
-    left, right, top, bottom = pad
-    height, width, channels = x.shape
-    padded = np.zeros((height + top + bottom, width + left + right, channels), dtype=object)
-    padded[top : top + height, left : left + width, :] = x._vars
-    padded = padded.astype(object)
-    filters, _, kh, kw = weight.shape
-    sh, sw = stride
-    out_h = (padded.shape[0] - kh) // sh + 1
-    out_w = (padded.shape[1] - kw) // sw + 1
-    windows = np.empty((out_h * out_w, kh * kw * channels), dtype=object)
-    for r in range(out_h):
-        for c in range(out_w):
-            windows[r * out_w + c] = padded[r * sh : r * sh + kh, c * sw : c * sw + kw, :].ravel()
-    matrix = np.transpose(weight, (2, 3, 1, 0)).reshape(kh * kw * channels, filters)  # (kh, kw, C) x F
-    out = _wrap(windows, x) @ matrix
-    if bias is not None:
-        out = out + bias[None, :]
-    return out.reshape(out_h, out_w, filters)
-
-
-def _dense(x: Any, weight: np.ndarray, bias: np.ndarray | None) -> Any:
-    out = x @ weight.T
-    if bias is not None:
-        out = out + bias
-    return out
-
-
-def _trace_econt(model: Any, x: Any) -> Any:
-    q = model.quant_config
-    conv = model.conv
-    weight = _grid(conv.weight, q.weight, "conv.weight")
-    bias = _grid(conv.bias, q.bias, "conv.bias") if conv.bias is not None else None
-    pad = tuple(int(p) for p in model.pad.padding)
-    x = _conv2d(x, weight, bias, tuple(conv.stride), pad)
-    x = _relu_quantize(x, q.conv_activation, "conv_act").reshape(-1)  # channels-last flatten
-    dense = model.dense
-    weight = _grid(dense.weight, q.weight, "dense.weight")
-    bias = _grid(dense.bias, q.bias, "dense.bias") if dense.bias is not None else None
-    x = _dense(x, weight, bias)
-    return _relu_quantize(x, q.latent, "latent_act")
-
-
-def _trace_sequential(model: Any, x: Any) -> Any:
-    from aeforge.quantize.models.sequential import (
-        Conv2DSpec,
-        DenseSpec,
-        FlattenSpec,
-        QuantSpec,
-        ReLUSpec,
-    )
-
-    for index, (layer, module) in enumerate(zip(model.spec.layers, model.layers, strict=True)):
-        where = f"layers.{index} ({layer.kind} {layer.name!r})"
-        if isinstance(layer, Conv2DSpec):
-            if len(x.shape) != 3:
-                raise ArtifactError(f"{where}: needs an (H, W, C) input, got {x.shape}")
-            weight = _grid(module.weight, layer.weight, f"{where}.weight")
-            bias = _grid(module.bias, layer.bias, f"{where}.bias") if layer.bias is not None else None
-            pad = tuple(int(p) for p in module.pad.padding)
-            x = _conv2d(x, weight, bias, tuple(layer.strides), pad)
-        elif isinstance(layer, DenseSpec):
-            if len(x.shape) != 1:
-                raise ArtifactError(f"{where}: needs a 1-D input, got {x.shape}")
-            weight = _grid(module.weight, layer.weight, f"{where}.weight")
-            bias = _grid(module.bias, layer.bias, f"{where}.bias") if layer.bias is not None else None
-            x = _dense(x, weight, bias)
-        elif isinstance(layer, ReLUSpec):
-            x = _relu_quantize(x, layer.type, where)
-        elif isinstance(layer, QuantSpec):
-            x = _quantize(x, layer.type, where)
-        elif isinstance(layer, FlattenSpec):
-            x = x.reshape(-1)
-        else:
-            raise ArtifactError(f"{where}: layer kind {layer.kind!r} is not supported by the RTL generator")
-    return x
-
-
-def _family(model: Any) -> str:
-    from aeforge.quantize.models.econt import EcontAutoencoder, EcontEncoder
-    from aeforge.quantize.models.sequential import SequentialQuantModel
-
-    if isinstance(model, EcontAutoencoder):
-        raise ArtifactError("RTL is generated for the on-detector encoder: pass model.encoder, not the autoencoder")
-    if isinstance(model, EcontEncoder):
-        return "econt"
-    if isinstance(model, SequentialQuantModel):
-        return "sequential"
-    raise ArtifactError(f"the RTL generator supports EcontEncoder and SequentialQuantModel, not {type(model).__name__}")
-
-
-def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
-
-
-def trace_model(model: Any) -> Any:
-    """Trace a quantized aeforge model into a da4ml ``CombLogic`` (the combinational netlist).
-
-    Raises :class:`ArtifactError` for unsupported models or layers (and float models),
-    :class:`QuantizationError` for types the generator cannot build (width > 32 bits, rounding
-    other than RND_CONV/TRN, overflow SAT_ZERO), :class:`ToolUnavailableError` without da4ml.
-    """
-    _require_da4ml()
-    from da4ml.trace import FixedVariableArrayInput, comb_trace
-
-    family = _family(model)
-    if not getattr(model, "quantized", False) or model.input_type is None or model.output_type is None:
-        raise ArtifactError(f"{type(model).__name__} is not quantized; RTL needs the QAT model")
-    _check_type(model.input_type, "input_quant")
-    shape = _channels_last(tuple(model.input_shape))
-    inp = FixedVariableArrayInput(shape)
-    k, i, f = _kif(model.input_type)
-    # the port carries the input type; inputs are on its grid, so the input quantizer is the identity
-    x = inp.quantize(k, i, f, "WRAP", "TRN")
-    out = _trace_econt(model, x) if family == "econt" else _trace_sequential(model, x)
-    return comb_trace(inp, out)
-
-
 # ------------------------------------------------------------------------------------ ports
 def _port(name: str, qints: Any) -> RtlPort:
     from da4ml.types import minimal_kif
@@ -462,6 +249,7 @@ def generate_rtl(
             raise ArtifactError(f"{out_dir}: already exists; pass overwrite=True (--force) to replace it")
         if not (out_dir / MANIFEST).is_file():
             raise ArtifactError(f"{out_dir}: exists and is not an aeforge RTL project; refusing to replace it")
+    model = hardware_model(model)
     comb = trace_model(model)
     pipe = _pipeline(comb, pipeline_stages, latency_cutoff)
     from da4ml.codegen import VerilogModel, VHDLModel
@@ -486,7 +274,7 @@ def generate_rtl(
             input=in_port,
             output=out_port,
             input_shape=tuple(model.input_shape),
-            output_shape=tuple(getattr(model, "output_shape", (out_port.elements,))),
+            output_shape=tuple(model.output_shape),
             input_type=model.input_type,
             output_type=model.output_type,
             pipelined=pipe is not None,
