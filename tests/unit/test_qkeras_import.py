@@ -110,7 +110,7 @@ def test_mlp_functional_model(tmp_path) -> None:
     imported = load_qkeras(model_json, weights)
     kinds = [(layer.kind, layer.name) for layer in imported.spec.layers]
     assert kinds == [("dense", "fc1"), ("relu", "fc1_activation"), ("dense", "fc2"), ("quant", "requant"),
-                     ("relu", "relu_q"), ("dense", "out")]
+                     ("relu", "relu_q"), ("dense", "out"), ("quant", "out_output")]
     assert imported.source_names["relu_q"] == "relu+relu_q"
     assert set(imported.ignored) == {"drop", "lin"}
     assert imported.spec.layers[2].weight == FixedPoint(5, 1, overflow="SAT_SYM")
@@ -140,21 +140,25 @@ def test_conv_model_from_a_full_model_save(tmp_path) -> None:
         assert "model_weights" in handle and "model_config" in handle.attrs
     imported = load_qkeras(None, weights)
     assert [layer.kind for layer in imported.spec.layers] == [
-        "conv2d", "relu", "conv2d", "quant", "flatten", "dense"]
+        "conv2d", "relu", "conv2d", "quant", "flatten", "dense", "quant"]
     assert imported.source_names["conv_a_q"] == "conv_a+conv_a_q"
     x = _inputs((8, 8, 2), seed=2, scale=2.0)
     expected = keras.forward(x)
     np.testing.assert_array_equal(_torch_forward(imported.build(), x), expected)
 
 
-def test_model_without_input_quantizer_needs_input_type(tmp_path) -> None:
+def test_model_without_input_quantizer_defaults_to_hls4ml_input_type(tmp_path) -> None:
     keras = QKerasModel(input_shape=(6,)).qdense("fc", 3, 6, kernel_quantizer=qbits(6, 1), bias_quantizer=qbits(6, 1))
     paths = keras.write(tmp_path)
-    with pytest.raises(ConfigError, match=r"input is not quantized.*input_type"):
-        load_qkeras(*paths)
+    defaulted = load_qkeras(*paths)
+    assert defaulted.spec.input.type == FixedPoint(16, 6) and defaulted.input_defaulted
+    assert defaulted.card()["input_type"] == {"type": "ap_fixed<16,6,AP_RND_CONV,AP_SAT>", "source": "default",
+                                              "defaulted": True, "layer": None}
     in_type = FixedPoint(8, 3)
     imported = load_qkeras(*paths, input_type="ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
-    assert imported.spec.input.type == in_type
+    assert imported.spec.input.type == in_type and imported.input_type_source == "given"
+    short = load_qkeras(*paths, input_type="ap_fixed<8,3>")  # no modes: QKeras's (half to even, saturate)
+    assert short.spec.input.type == in_type
     x = in_type.quantize(_inputs((6,), seed=3))  # QKeras sees the raw input: data on the grid matches
     np.testing.assert_array_equal(_torch_forward(imported.build(), x), keras.forward(x))
 
@@ -206,13 +210,28 @@ def _insert(keras: QKerasModel, after: str, class_name: str, name: str, **config
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda k: _insert(k, "conv2d_0_m", "BatchNormalization", "bn", axis=-1), "'bn'.*batch normalization"),
-        (lambda k: _insert(k, "conv2d_0_m", "QBatchNormalization", "qbn"), "'qbn'.*batch normalization"),
+        (lambda k: _insert(k, "act_0", "BatchNormalization", "bn", axis=-1),
+         r"'bn' \(BatchNormalization\): batch normalization after relu layer 'act_0' cannot be folded"),
+        (lambda k: _insert(_edit(k, "conv2d_0_m", activation="relu"), "conv2d_0_m", "BatchNormalization", "bn"),
+         r"'bn' \(BatchNormalization\): cannot be folded into 'conv2d_0_m'.*activation 'relu'"),
+        (lambda k: _insert(k, "conv2d_0_m", "QBatchNormalization", "qbn"), "'qbn' .QBatchNormalization.: "),
+        (lambda k: _insert(k, "act_0", "Activation", "soft", activation="softmax"),
+         "'flatten'.*follows the softmax 'soft'"),
+        (lambda k: _insert(k, "act_0", "MaxPooling2D", "pool", pool_size=[2, 2], padding="same"),
+         "'pool' .MaxPooling2D.: padding='same'"),
+        (lambda k: _edit(k, "act_0", activation="quantized_relu_po2(4)"), "'act_0'.*quantized_relu_po2.*powers of two"),
+        (lambda k: _edit(k, "act_0", activation="binary"), "'act_0'.*binary.*not supported as an activation"),
+        (lambda k: _edit(k, "encoded_vector", kernel_quantizer=qbits(6, 1, alpha=None)),
+         "'encoded_vector'.*without alpha on a kernel.*auto_po2"),
+        (lambda k: _edit(k, "conv2d_0_m", kernel_quantizer={"class_name": "quantized_po2", "config": {
+            "bits": 4, "log2_rounding": "floor"}}), "'conv2d_0_m'.*log2_rounding='floor'"),
         (lambda k: _insert(k, "flatten", "Reshape", "reshape", target_shape=[128]), "'reshape'.*unsupported layer"),
         (lambda k: _insert(k, "flatten", "Dense", "plain", units=3), "'plain'.*unquantized Dense"),
         (lambda k: _edit(k, "conv2d_0_m", kernel_quantizer=qbits(6, 1, alpha="auto_po2")),
          "'conv2d_0_m'.*alpha='auto_po2'"),
-        (lambda k: _edit(k, "encoded_vector", kernel_quantizer=qbits(6, 1, alpha=0.5)), "'encoded_vector'.*alpha=0.5"),
+        (lambda k: _edit(k, "encoded_vector", kernel_quantizer=qbits(6, 1, alpha=0.75)),
+         "'encoded_vector'.*alpha=0.75 is not a power of two"),
+        (lambda k: _edit(k, "act_0", activation=qbits(8, 3, alpha=0.5)), "'act_0'.*alpha=0.5.*activation"),
         (lambda k: _edit(k, "conv2d_0_m", bias_quantizer=qbits(6, 1, use_stochastic_rounding=True)),
          "'conv2d_0_m'.*stochastic"),
         (lambda k: _edit(k, "act_0", activation="quantized_relu(8,3,use_stochastic_rounding=True)"),
@@ -228,8 +247,6 @@ def _insert(keras: QKerasModel, after: str, class_name: str, name: str, **config
         (lambda k: _edit(k, "conv2d_0_m", kernel_quantizer=None), "'conv2d_0_m'.*kernel_quantizer"),
         (lambda k: _edit(k, "encoded_vector", bias_quantizer=None), "'encoded_vector'.*bias_quantizer"),
         (lambda k: _edit(k, "encoded_vector", kernel_quantizer=qrelu(6, 1)), "'encoded_vector'.*quantized_relu"),
-        (lambda k: _edit(k, "act_0", activation="relu"), "'flatten'.*float ReLU 'act_0'"),
-        (lambda k: _edit(k, "latent_qa", activation="relu"), "'latent_qa'.*float ReLU at the end"),
         (lambda k: _edit(k, "act_0", activation="tanh"), "'act_0'.*unsupported activation 'tanh'"),
         (lambda k: _edit(k, "conv2d_0_m", padding="causal"), "'conv2d_0_m'.*padding"),
     ],
