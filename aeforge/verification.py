@@ -151,6 +151,9 @@ def predict_qonnx(
     import onnxruntime
     from qonnx.core.onnx_exec import execute_onnx
 
+    from aeforge.quantize.qonnx_layout import register_channels_last_ops
+
+    register_channels_last_ops()  # the channels-last AveragePool qonnx does not ship
     # qonnx runs single nodes as opset-1 models; onnxruntime warns about each one. Errors still show.
     onnxruntime.set_default_logger_severity(3)
     grid = to_input_grid(images_nhwc, input_type)

@@ -12,10 +12,17 @@ writes the project and compiles its C-simulation library. hls4ml's own precision
   exactly (:func:`accumulator_type`, from the input, weight and bias types and the fan-in); the
   layer result is left to hls4ml's inference (setting it would stop hls4ml fusing the bias ``Add``
   into the ``Dense`` layer), which gives a wider, also exact type -- checked below -- so the only
-  rounding is the quantized activation after it,
+  rounding is the quantized activation after it; a layer without bias gets its weight type for the
+  (zero) bias hls4ml declares anyway,
+* pooling, upsampling, merges (residual ``Add``, the ``Sub``/``Mul`` of ``sq_error``) and the
+  ``sq_error`` sum (a ``Dense`` with ones): the exact types of
+  :func:`aeforge.quantize.export.activation_types`, and for the average pool an accumulator that
+  holds the window sum and its exact quotient (see :mod:`aeforge.hls.precisions`),
 
 and after conversion :func:`check_hls_precisions` reads back what hls4ml built and raises
 :class:`~aeforge.errors.ArtifactError` if any layer differs (or holds weights off their grid).
+hls4ml's ONNX handlers for channels-last pooling and ``Resize`` read the wrong axes; aeforge's own
+(:mod:`aeforge.hls.onnx_handlers`) are swapped in while it converts.
 
 The project directory gets an ``aeforge_hls.json`` manifest, written last; C-simulation
 (:mod:`aeforge.hls.csim`) refuses a project without it, or one moved since it was compiled.
@@ -35,12 +42,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from aeforge.artifact import sha256_file
 from aeforge.errors import ArtifactError, QuantizationError, ToolUnavailableError
-from aeforge.fixedpoint import MAX_BITS, FixedPoint
+from aeforge.fixedpoint import FixedPoint
 from aeforge.hls.csim import MANIFEST_NAME, MANIFEST_SCHEMA, check_project_location, load_manifest, write_manifest
+from aeforge.hls.precisions import (  # noqa: F401  (re-exported: precision inference lives in precisions.py)
+    accumulator_type,
+    check_hls_precisions,
+    covers,
+    graph_types,
+)
 
 if TYPE_CHECKING:
     from qonnx.core.modelwrapper import ModelWrapper
@@ -49,8 +60,6 @@ BACKENDS = ("Vitis", "Vivado", "Catapult")
 IO_TYPES = ("io_parallel", "io_stream")
 STRATEGIES = ("Latency", "Resource")
 DEFAULT_PROJECT_NAME = "encoder"
-_WEIGHT_LAYERS = {"Conv1D": 1, "Conv2D": 2, "Dense": 0, "PointwiseConv1D": 1, "PointwiseConv2D": 2}
-_PASS_THROUGH_LAYERS = ("Reshape", "Transpose", "ZeroPadding1D", "ZeroPadding2D")
 
 
 @dataclass(frozen=True)
@@ -116,131 +125,19 @@ def backend_status(backend: str) -> tuple[bool, str]:
 def is_available(backend: str) -> bool:
     return backend_status(backend)[0]
 
-
-# ------------------------------------------------------------------------------------ precisions
-def accumulator_type(
-    input_type: FixedPoint, weight_type: FixedPoint, bias_type: FixedPoint | None, fan_in: int
-) -> FixedPoint:
-    """The narrowest signed type that holds ``bias + sum(x_i * w_i)`` over ``fan_in`` terms exactly.
-
-    Works on integer codes: products of the extreme codes, times the fan-in, plus the extreme bias
-    codes aligned to the finer LSB. Every partial sum (in any order) stays inside that range,
-    because each product range contains zero. No rounding or overflow ever happens in it, so the
-    modes are the cheapest (``TRN``, ``WRAP``).
-    """
-    if fan_in < 1:
-        raise QuantizationError(f"fan-in must be >= 1, got {fan_in}")
-    product_frac = input_type.frac_bits + weight_type.frac_bits
-    frac = max(product_frac, bias_type.frac_bits) if bias_type is not None else product_frac
-    corners = [
-        a * b for a in (input_type.min_code, input_type.max_code) for b in (weight_type.min_code, weight_type.max_code)
-    ]
-    shift = frac - product_frac
-    low, high = fan_in * min(corners) << shift, fan_in * max(corners) << shift
-    if bias_type is not None:
-        bias_shift = frac - bias_type.frac_bits
-        low += bias_type.min_code << bias_shift
-        high += bias_type.max_code << bias_shift
-    bits = max(high.bit_length(), (-low - 1).bit_length() if low < 0 else 0) + 1
-    if bits > MAX_BITS:
-        raise QuantizationError(
-            f"an exact accumulator for {input_type.ap_type()} x {weight_type.ap_type()} over {fan_in} terms "
-            f"needs {bits} bits (more than {MAX_BITS})"
-        )
-    return FixedPoint(bits, bits - frac, signed=True, rounding="TRN", overflow="WRAP")
-
-
-def covers(container: FixedPoint, value: FixedPoint) -> bool:
-    """Does every value of ``value`` fit in ``container`` exactly (same or finer grid, wider range)?"""
-    return (
-        container.frac_bits >= value.frac_bits
-        and container.min_value <= value.min_value
-        and container.max_value >= value.max_value
-    )
-
-
-@dataclass(frozen=True)
-class _GraphTypes:
-    """Types the QONNX graph prescribes, by ONNX node name."""
-
-    results: dict[str, FixedPoint]  # Quant, Relu, shape ops, graph input
-    accumulators: dict[str, FixedPoint]  # Conv, MatMul and the bias Add
-    weights: dict[str, FixedPoint]
-    biases: dict[str, FixedPoint]
-    absorbed: dict[str, FixedPoint]  # Conv/MatMul -> the Quant applied directly to its (biased) sum
-
-
-def graph_types(model: ModelWrapper, input_type: FixedPoint) -> _GraphTypes:
-    """Every activation, weight, bias and accumulator type of a hardware-ready QONNX graph."""
-    from aeforge.quantize.export import describe_node, quant_node_type, tensor_type
-
-    results: dict[str, FixedPoint] = {}
-    accumulators: dict[str, FixedPoint] = {}
-    weights: dict[str, FixedPoint] = {}
-    biases: dict[str, FixedPoint] = {}
-    absorbed: dict[str, FixedPoint] = {}
-    for graph_input in model.graph.input:
-        results[graph_input.name] = input_type
-    for node in model.graph.node:
-        if node.op_type == "Quant":
-            results[node.name] = quant_node_type(model, node)
-        elif node.op_type == "Relu":
-            consumers = model.find_consumers(node.output[0]) or []
-            if len(consumers) == 1 and consumers[0].op_type == "Quant":
-                results[node.name] = quant_node_type(model, consumers[0])
-        elif node.op_type in ("Conv", "MatMul"):
-            what = describe_node(node)
-            data_type = tensor_type(model, node.input[0])
-            if data_type is None:
-                if node.input[0] not in results or model.find_producer(node.input[0]) is not None:
-                    raise QuantizationError(f"{what}: input activation is not quantized")
-                data_type = results[node.input[0]]
-            weight_type = tensor_type(model, node.input[1])
-            weight = model.get_initializer(model.find_producer(node.input[1]).input[0]) if weight_type else None
-            if weight_type is None or weight is None:
-                raise QuantizationError(f"{what}: weight is not a quantized constant")
-            bias_type, bias_node = None, None
-            if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
-                bias_type = tensor_type(model, node.input[2])
-            elif node.op_type == "MatMul":
-                consumers = model.find_consumers(node.output[0]) or []
-                if len(consumers) == 1 and consumers[0].op_type == "Add":
-                    bias_node = consumers[0]
-                    other = [name for name in bias_node.input if name != node.output[0]]
-                    bias_type = tensor_type(model, other[0]) if other else None
-            if node.op_type == "Conv":
-                fan_in = int(np.prod(weight.shape)) // int(weight.shape[0])
-            else:
-                fan_in = int(weight.shape[0])
-            accumulator = accumulator_type(data_type, weight_type, bias_type, fan_in)
-            accumulators[node.name] = accumulator
-            weights[node.name] = weight_type
-            if bias_type is not None:
-                biases[node.name] = bias_type
-            if bias_node is not None:
-                accumulators[bias_node.name] = accumulator
-            sum_consumers = model.find_consumers((bias_node or node).output[0]) or []
-            if len(sum_consumers) == 1 and sum_consumers[0].op_type == "Quant":
-                absorbed[node.name] = quant_node_type(model, sum_consumers[0])
-        elif node.op_type in ("Reshape", "Flatten", "Transpose", "Pad", "Identity"):
-            source = tensor_type(model, node.input[0])
-            if source is None and node.input[0] in results:
-                source = results[node.input[0]]
-            if source is not None:
-                results[node.name] = source
-    return _GraphTypes(results, accumulators, weights, biases, absorbed)
-
-
+# ------------------------------------------------------------------------------------ configuration
 def hls_config(
     model: ModelWrapper, input_type: FixedPoint, backend: str, reuse_factor: int = 1, strategy: str = "Latency"
 ) -> dict[str, Any]:
     """``config_from_onnx_model(granularity="name")`` with every layer's precision set from the contract."""
     import hls4ml
 
+    from aeforge.hls.onnx_handlers import channels_last_handlers, hls4ml_view
+
     types = graph_types(model, input_type)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), channels_last_handlers():
         config = hls4ml.utils.config_from_onnx_model(
-            model, granularity="name", backend=backend, default_precision="fixed<16,6>",
+            hls4ml_view(model), granularity="name", backend=backend, default_precision="fixed<16,6>",
             default_reuse_factor=reuse_factor,
         )
     config["Model"]["Strategy"] = strategy
@@ -248,110 +145,23 @@ def hls_config(
     for name, layer in config.get("LayerName", {}).items():
         precision = layer.setdefault("Precision", {})
         if name in types.accumulators:
-            # The result stays "auto": an explicit result type would stop hls4ml from fusing the bias
-            # Add into the Dense layer. hls4ml then infers a (wider) exact type; it is checked after.
+            # A Conv/Dense result stays "auto" unless the graph types it (the sq_error sum): an explicit
+            # result type would stop hls4ml from fusing the bias Add into the Dense layer. hls4ml then
+            # infers a (wider) exact type; it is checked after.
             precision["accum"] = types.accumulators[name].hls4ml_type()
-        elif name in types.results:
+        if name in types.results:
             precision["result"] = types.results[name].hls4ml_type()
         if name in types.weights:
             precision["weight"] = types.weights[name].hls4ml_type()
         if name in types.biases:
             precision["bias"] = types.biases[name].hls4ml_type()
+        elif name in types.weights:  # no bias: hls4ml still declares one (zeros); no fixed<16,6> default
+            precision["bias"] = types.weights[name].hls4ml_type()
         if "ReuseFactor" in layer:
             layer["ReuseFactor"] = reuse_factor
         if "Strategy" in layer:
             layer["Strategy"] = strategy
     return config
-
-
-def _parse_precision(precision: Any, where: str) -> FixedPoint:
-    try:
-        return FixedPoint.parse(str(precision))
-    except QuantizationError as error:
-        raise ArtifactError(f"hls4ml layer {where}: unexpected precision {precision}: {error}") from None
-
-
-def check_hls_precisions(
-    hls_model: Any, qonnx_model: ModelWrapper, input_type: FixedPoint, output_type: FixedPoint
-) -> dict[str, dict[str, str]]:
-    """Read back the types hls4ml built; raise if any is not what the fixed-point contract needs.
-
-    Returns ``{layer: {type name: hls4ml precision}}`` for reports.
-    """
-    types = graph_types(qonnx_model, input_type)
-    table: dict[str, dict[str, str]] = {}
-    variable_types: dict[str, FixedPoint] = {}
-    for layer in hls_model.get_layers():
-        name, kind = layer.name, layer.class_name
-        table[name] = {key: str(t.precision) for key, t in layer.types.items()}
-        where = f"'{name}' ({kind})"
-        result = _parse_precision(layer.get_output_variable().type.precision, where)
-        inputs = [variable_types[i] for i in layer.inputs if i in variable_types]
-        if kind == "Input":
-            expected = input_type
-        elif kind in _WEIGHT_LAYERS:
-            expected = _check_weight_layer(layer, inputs, where, types)
-        elif kind == "Activation":
-            activation = str(layer.get_attr("activation")).lower()
-            onnx_name = name.removesuffix("_act")
-            if activation not in ("relu", "linear") or onnx_name not in types.results:
-                raise ArtifactError(f"hls4ml layer {where}: activation {activation!r} has no QONNX counterpart")
-            expected = types.results[onnx_name]
-        elif kind in _PASS_THROUGH_LAYERS:
-            if len(inputs) != 1:
-                raise ArtifactError(f"hls4ml layer {where}: input type unknown")
-            expected = inputs[0]
-        else:
-            raise ArtifactError(f"hls4ml layer {where}: layer type {kind} is not part of the exact hardware path")
-        if result != expected:
-            raise ArtifactError(
-                f"hls4ml layer {where}: result type {result.ap_type()} differs from the contract's "
-                f"{expected.ap_type()}"
-            )
-        variable_types[layer.outputs[0]] = result
-    outputs = hls_model.get_output_variables()
-    if len(outputs) != 1:
-        raise ArtifactError(f"the hls4ml model has {len(outputs)} outputs; expected 1")
-    final = _parse_precision(outputs[0].type.precision, "output")
-    if final != output_type:
-        raise ArtifactError(
-            f"hls4ml output type {final.ap_type()} differs from the output type {output_type.ap_type()}"
-        )
-    return table
-
-
-def _check_weight_layer(layer: Any, inputs: list[FixedPoint], where: str, types: _GraphTypes) -> FixedPoint:
-    if len(inputs) != 1:
-        raise ArtifactError(f"hls4ml layer {where}: input type unknown")
-    weight_type = _parse_precision(layer.types["weight_t"].precision, where)
-    bias_type = _parse_precision(layer.types["bias_t"].precision, where) if "bias_t" in layer.types else None
-    for key, value_type in (("weight", weight_type), ("bias", bias_type)):
-        data = layer.weights[key].data if key in layer.weights else None
-        if data is None:
-            continue
-        if value_type is None or not np.all(value_type.is_representable(np.asarray(data, dtype=np.float64))):
-            raise ArtifactError(f"hls4ml layer {where}: {key} values are not on the {key}_t grid")
-    spatial = _WEIGHT_LAYERS[layer.class_name]
-    if spatial == 0:
-        fan_in = int(layer.get_attr("n_in"))
-    else:
-        kernel = [int(layer.get_attr("filt_width"))] + ([int(layer.get_attr("filt_height"))] if spatial == 2 else [])
-        fan_in = int(layer.get_attr("n_chan")) * int(np.prod(kernel))
-    has_bias = bias_type is not None and np.any(np.asarray(layer.weights["bias"].data) != 0)
-    needed = accumulator_type(inputs[0], weight_type, bias_type if has_bias else None, fan_in)
-    # hls4ml folds a Quant applied directly to the sum into result_t: casting the exact accumulator
-    # to the quantizer's type (same rounding and saturation) is that quantizer, bit for bit.
-    absorbed = [t for node, t in types.absorbed.items() if layer.name.endswith(f"_{node}")]
-    for key in ("accum_t", "result_t"):
-        held = _parse_precision(layer.types[key].precision, where)
-        if key == "result_t" and absorbed and held == absorbed[0]:
-            continue
-        if not covers(held, needed):
-            raise ArtifactError(
-                f"hls4ml layer {where}: {key} {held.ap_type()} cannot hold the exact sum ({needed.ap_type()})"
-            )
-    return _parse_precision(layer.get_output_variable().type.precision, where)
-
 
 # ------------------------------------------------------------------------------------ build
 def _as_model_wrapper(qonnx_model: Any) -> ModelWrapper:
@@ -452,12 +262,14 @@ def _build(
     options: dict[str, Any] = {"clock_period": clock_period_ns}
     if part is not None:
         options["part"] = part
+    from aeforge.hls.onnx_handlers import channels_last_handlers, hls4ml_view
+
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log):
+        with contextlib.redirect_stdout(log), channels_last_handlers():
             hls_model = hls4ml.converters.convert_from_onnx_model(
-                model, output_dir=str(out_dir), project_name=project_name, backend=backend, io_type=io_type,
-                hls_config=config, **options,
+                hls4ml_view(model), output_dir=str(out_dir), project_name=project_name, backend=backend,
+                io_type=io_type, hls_config=config, **options,
             )
     except Exception as error:
         raise ArtifactError(f"hls4ml could not convert the QONNX model: {type(error).__name__}: {error}") from error

@@ -277,3 +277,93 @@ def test_compare_counts_exact_vectors_and_lsb_errors() -> None:
     with pytest.raises(ArtifactError, match="no vectors"):
         compare(reference[:0], reference[:0], out, "empty")
     assert isinstance(fidelity, Fidelity) and "2/4 exact" in str(fidelity)
+
+
+# ------------------------------------------------------------------------------------ new layer kinds
+class TwoBranchAdd(nn.Module):
+    """input quant -> two QuantIdentity of different types -> element-wise add (not the same type)."""
+
+    def __init__(self, second: FixedPoint = W) -> None:
+        super().__init__()
+        self.input_quant = QuantIdentity(act_quant=brevitas_quant(IN, "act", "input"), return_quant_tensor=False)
+        self.left = QuantIdentity(act_quant=brevitas_quant(IN, "act", "left"), return_quant_tensor=False)
+        self.right = QuantIdentity(act_quant=brevitas_quant(second, "act", "right"), return_quant_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        return self.left(x) + self.right(x)
+
+
+def test_add_of_differently_typed_tensors_is_refused() -> None:
+    message = r"ONNX node 'Add_0' \(Add.*cannot add .*ap_fixed<[86],[32].*ap_fixed<[68],[23].*re-quantize one of them"
+    with pytest.raises(QuantizationError, match=message):
+        _export(TwoBranchAdd())
+
+
+def test_add_of_same_typed_tensors_is_exact() -> None:
+    model = _export(TwoBranchAdd(second=IN))
+    assert model.get_metadata_prop("aeforge.output_type") == FixedPoint(9, 4).ap_type()
+
+
+class Pool(nn.Module):
+    def __init__(self, pool: nn.Module, quantize_input: bool = True) -> None:
+        super().__init__()
+        act = brevitas_quant(IN, "act", "input")
+        self.input_quant = QuantIdentity(act_quant=act, return_quant_tensor=False) if quantize_input else None
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.input_quant(x) if self.input_quant is not None else x)
+
+
+def test_non_power_of_two_average_is_refused() -> None:
+    with pytest.raises(QuantizationError, match=r"ONNX node 'AveragePool_0' \(AveragePool, module 'pool'\).*average "
+                       r"over 9 values is not exact.*power-of-two window"):
+        _export(Pool(nn.AvgPool2d(3)), (1, 6, 6))
+
+
+def test_power_of_two_average_gets_more_fraction_bits() -> None:
+    model = _export(Pool(nn.AvgPool2d(2)), (2, 4, 4))
+    assert model.get_metadata_prop("aeforge.output_type") == FixedPoint(10, 3).ap_type()
+    assert [n.domain for n in model.graph.node if n.op_type == "AveragePool"] == ["qonnx.custom_op.channels_last"]
+    assert model.get_tensor_shape(model.graph.output[0].name) == [1, 2, 2, 2]  # NHWC
+
+
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        (nn.MaxPool2d(2, padding=1), r"MaxPool.*padded pooling is not supported"),
+        (nn.AvgPool2d(2, ceil_mode=True), r"AveragePool.*ceil_mode"),
+        (nn.Upsample(scale_factor=2.0, mode="bilinear"), r"Resize.*linear resizing is not exact"),
+    ],
+)
+def test_inexact_pooling_and_resizing_are_refused(pool: nn.Module, message: str) -> None:
+    with pytest.raises(ArtifactError, match=message):
+        _export(Pool(pool), (1, 5, 5))
+
+
+def test_unquantized_input_into_a_pooling_is_refused() -> None:
+    with pytest.raises(QuantizationError, match=r"MaxPool.*graph input reaches it unquantized"):
+        export_qonnx(Pool(nn.MaxPool2d(2), quantize_input=False).eval(), (1, 4, 4), IN)
+
+
+def test_a_product_that_is_not_a_square_is_refused() -> None:
+    class Product(TwoBranchAdd):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.input_quant(x)
+            return self.left(x) * self.right(x)
+
+    with pytest.raises(ArtifactError, match=r"'Mul_0' \(Mul.*only multiplication .* square of a difference"):
+        _export(Product(second=IN))
+
+
+def test_sq_error_becomes_a_sum_with_ones() -> None:
+    from aeforge.quantize.models.sequential import build_sequential
+
+    spec = {"input": {"shape": [3, 4, 2], "type": IN.ap_type()}, "layers": [
+        {"kind": "quant", "name": "q", "type": IN.ap_type()}, {"kind": "sq_error", "source": "input"}]}
+    model = build_sequential(spec).eval()
+    exported = _export(model, model.input_shape)
+    ops = [node.op_type for node in exported.graph.node]
+    assert "ReduceSum" not in ops and ops.count("MatMul") == 1 and "Sub" in ops and "Mul" in ops
+    assert exported.get_metadata_prop("aeforge.output_type") == model.output_type.ap_type()

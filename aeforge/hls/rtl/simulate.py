@@ -33,6 +33,7 @@ import numpy as np
 
 from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
 from aeforge.hls.rtl.da4ml_backend import RtlProject
+from aeforge.proc import DEFAULT_TOOL_TIMEOUT_S, run_tool
 
 MAKE_OVERRIDES = (
     "CFG_CXXFLAGS_PCH_I=-include",
@@ -93,11 +94,13 @@ FAST_BUILD = ("OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0", r"CFLAGS=-std=c+
 faster at -O0 and still simulate thousands of vectors a second."""
 
 
-def build_emulator(project: RtlProject, jobs: int | None = None, force: bool = False, optimize: bool = False) -> Path:
+def build_emulator(project: RtlProject, jobs: int | None = None, force: bool = False, optimize: bool = False,
+                   timeout_s: float = DEFAULT_TOOL_TIMEOUT_S) -> Path:
     """Verilate and compile the project's emulator library (once; kept in ``sim/``).
 
     ``optimize`` builds with -O3 (da4ml's ``fast`` target; slow to compile, fast to run); the
-    default compiles at -O0, which is what tests and verification on ~10k vectors want.
+    default compiles at -O0, which is what tests and verification on ~10k vectors want. Each
+    ``make`` is killed with its process group after ``timeout_s``.
     """
     if project.language != "verilog":
         raise ToolUnavailableError("RTL simulation of VHDL needs GHDL, which aeforge does not drive yet; use verilog")
@@ -115,18 +118,14 @@ def build_emulator(project: RtlProject, jobs: int | None = None, force: bool = F
     env["N_JOBS"] = str(jobs or min(os.cpu_count() or 1, 8))
     if not optimize:
         env["MAKEFLAGS"] += " " + " ".join(FAST_BUILD)
-    try:
-        subprocess.run(["make", "-f", "build_binder.mk", "clean"], cwd=sim, env=env, check=True, capture_output=True)
-        subprocess.run(
-            ["make", "-f", "build_binder.mk", "fast" if optimize else "slow"],
-            cwd=sim,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-    except subprocess.CalledProcessError as error:
-        tail = (error.stderr or b"").decode(errors="replace")[-3000:]
-        raise ArtifactError(f"{project.out_dir}: Verilator build failed:\n{tail}") from None
+    for target in ("clean", "fast" if optimize else "slow"):
+        try:
+            done = run_tool(["make", "-f", "build_binder.mk", target], cwd=sim, env=env, timeout_s=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ArtifactError(f"{project.out_dir}: Verilator build ({target}) ran past {timeout_s:g} s; "
+                                "killed with its compiler processes") from None
+        if done.returncode != 0:
+            raise ArtifactError(f"{project.out_dir}: Verilator build failed:\n{(done.stderr or '')[-3000:]}")
     shutil.rmtree(sim / "obj_dir", ignore_errors=True)
     return lib
 
@@ -161,7 +160,7 @@ def _to_lanes(project: RtlProject, inputs_nchw: np.ndarray) -> np.ndarray:
         raise DataError(f"RTL inputs of shape {x.shape[1:]} per sample; the design takes {tuple(project.input_shape)}")
     if not np.all(np.isfinite(x)):
         raise DataError("RTL inputs contain NaN or infinite values")
-    if x.ndim == 4:
+    if x.ndim >= 3:  # (N, C, L) / (N, C, H, W) -> channels-last, the bus order
         x = np.moveaxis(x, 1, -1)
     x = x.reshape(len(x), -1)
     on_grid = project.input_type.quantize(x)
@@ -203,11 +202,15 @@ def rtl_predict(project: RtlProject, inputs_nchw_on_grid: np.ndarray, n_threads:
             if needs_cwd:
                 os.chdir(cwd)
     values = _from_lanes(project, out)
-    shape = tuple(project.output_shape)
-    if len(shape) == 3:  # channels-last bus -> channels-first like the torch model
-        h, w, c = shape[1], shape[2], shape[0]
-        return np.moveaxis(values.reshape(n, h, w, c), -1, 1)
-    return values.reshape(n, *shape)
+    return bus_to_channels_first(values, tuple(project.output_shape))
+
+
+def bus_to_channels_first(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Channels-last bus values ``(N, elements)`` -> ``(N, *shape)`` with ``shape`` channels-first."""
+    if len(shape) >= 2:
+        channels_last = (*shape[1:], shape[0])
+        return np.moveaxis(values.reshape(len(values), *channels_last), -1, 1)
+    return values.reshape(len(values), *shape)
 
 
 def measure_latency(project: RtlProject, inputs_nchw_on_grid: np.ndarray, max_cycles: int = 256) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
 from aeforge.hls.rtl.da4ml_backend import RtlProject
 from aeforge.hls.rtl.interface import TESTBENCH_INPUTS, TESTBENCH_OUTPUTS, TESTBENCH_VALID, valid_delay
-from aeforge.hls.rtl.simulate import FAST_BUILD, _from_lanes, _to_lanes, verilator_env
+from aeforge.hls.rtl.simulate import FAST_BUILD, _from_lanes, _to_lanes, bus_to_channels_first, verilator_env
 
 MAX_VECTORS = 65536
 MAX_CYCLES = 262144
@@ -146,12 +146,7 @@ def simulate_interface(
             f"{project.out_dir}: {n} vectors went in with valid_in but valid_out marked {len(cycles)} results"
         )
     values = _from_lanes(project, raw)
-    shape = tuple(project.output_shape)
-    if len(shape) == 3:
-        h, w, c = shape[1], shape[2], shape[0]
-        outputs = np.moveaxis(values.reshape(n, h, w, c), -1, 1)
-    else:
-        outputs = values.reshape(n, *shape)
+    outputs = bus_to_channels_first(values.reshape(n, -1), tuple(project.output_shape))
     input_cycles = np.flatnonzero(pattern)[:n]
     return InterfaceRun(outputs=outputs, input_cycles=input_cycles, output_cycles=cycles)
 

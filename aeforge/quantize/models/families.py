@@ -56,6 +56,13 @@ class ImportedFamily(ModelFamily):
         return sample_rows(sample, n, seed) if sample is not None else super().make_inputs(model, n, seed)
 
 
+class AutoencoderFamily(ImportedFamily):
+    """``model.family: autoencoder`` runs (:mod:`aeforge.quantize.autoencoder`): the hardware artifact is
+    stored like an imported model; verification draws from the held-out rows of the user's data."""
+
+    name = "autoencoder"
+
+
 VERIFICATION_SAMPLE = "verification_inputs.npy"
 """Optional file of a run: realistic channels-first inputs (e.g. rows of the user's data) that
 verification draws from instead of uniform values."""
@@ -80,3 +87,4 @@ def sample_rows(sample: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 register_family(EcontFamily())
 register_family(ImportedFamily())
+register_family(AutoencoderFamily())

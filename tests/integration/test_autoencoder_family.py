@@ -1,0 +1,103 @@
+"""A YAML autoencoder on the user's data: train, export, verify bit-exact, whole AE + score through RTL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("hls4ml")
+
+from aeforge.cli import main  # noqa: E402
+from aeforge.quantize.models.boundary import hardware_model  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DENSE_SCORE = """\
+name: ad_small
+data: {source: DATA, normalize: none}
+model:
+  family: autoencoder
+  input_type: ap_fixed<8,3,AP_RND_CONV,AP_SAT>
+  hardware: score
+  encoder:
+    - {kind: dense, units: 8}
+    - {kind: relu}
+    - {kind: dense, units: 3}
+    - {kind: quant, name: latent}
+  decoder:
+    - {kind: dense, units: 8}
+    - {kind: relu}
+    - {kind: dense, units: 12}
+    - {kind: quant, type: 'ap_fixed<8,3,AP_RND_CONV,AP_SAT>'}
+quant:
+  weight: ap_fixed<5,1,AP_RND_CONV,AP_SAT>
+  bias: ap_fixed<6,2,AP_RND_CONV,AP_SAT>
+  activation: ap_ufixed<6,2,AP_RND_CONV,AP_SAT>
+  quant: ap_fixed<8,3,AP_RND_CONV,AP_SAT>
+train: {float_epochs: 15, qat_epochs: 4, learning_rate: 0.01, batch_size: 64, progress: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's (N, 12) CSV file -> trained score autoencoder."""
+    root = tmp_path_factory.mktemp("ae")
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(1500, 3))
+    samples = np.tanh(latent @ rng.normal(size=(3, 12))) + 0.05 * rng.normal(size=(1500, 12))
+    header = ",".join(f"f{i}" for i in range(12))
+    (root / "data.csv").write_text(header + "\n" + "\n".join(",".join(f"{v:.5f}" for v in row) for row in samples))
+    (root / "ae.yaml").write_text(DENSE_SCORE.replace("DATA", str(root / "data.csv")))
+    assert main(["train", str(root / "ae.yaml"), "--out", str(root / "run"), "--quiet"]) == 0
+    return root / "run"
+
+
+def test_card_and_hardware_model(dense_run: Path) -> None:
+    card = json.loads((dense_run / "card.json").read_text())
+    assert card["family"] == "autoencoder" and card["kind"] == "train"
+    assert card["metrics"]["mse"]["qat"] < 0.5 * float(np.var(np.zeros(1) + 1))  # learns the 3-D structure
+    assert card["hardware"]["artifact"] == "score"
+    model = hardware_model(dense_run)
+    assert model.family == "autoencoder" and model.input_shape == (12,)
+    sample = np.load(dense_run / "verification_inputs.npy")
+    drawn = model.verification_inputs(10)
+    assert any(np.array_equal(drawn[0], row) for row in sample)  # verification uses the held-out rows
+
+
+def test_whole_autoencoder_with_score_is_bit_exact_in_hls_rtl_and_ort(dense_run: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hls", str(dense_run)]) == 0
+    if shutil.which("g++") is None:
+        pytest.fail("g++ is needed for hls4ml C-simulation")
+    assert main(["rtl", str(dense_run)]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(dense_run), "--n", "2000", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert {"hls", "rtl", "qonnx", "ort"} <= set(results["targets"])
+    for name, target in results["targets"].items():
+        assert target["exact"] == target["n"] == 2000, name
+    # the score equals sum((x - x_hat)^2) of the autoencoder's own reconstruction
+    x = np.load(dense_run / "verification_inputs.npy")[:50].astype(np.float64)
+    np.save(dense_run.parent / "x.npy", x)
+    assert main(["predict", str(dense_run), "--input", str(dense_run.parent / "x.npy"), "--output",
+                 str(dense_run.parent / "y.npy"), "--target", "rtl"]) == 0
+    score = np.load(dense_run.parent / "y.npy")
+    assert score.shape == (50, 1) and np.all(score >= 0) and np.unique(score).size > 10
+
+
+def test_conv_autoencoder_example_trains_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).resolve().parents[2] / "aeforge" / "configs" / "conv_ae.yaml"
+    run = tmp_path / "conv"
+    assert main(["train", str(config), "--out", str(run), "--quiet", "--set", "data.n_samples=600",
+                 "--set", "train.float_epochs=2", "--set", "train.qat_epochs=1"]) == 0
+    assert main(["rtl", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(run), "--n", "300", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["targets"]["rtl"]["exact"] == 300 and results["targets"]["ort"]["exact"] == 300
+    assert hardware_model(run).module.output_shape == (1, 16, 16)  # the whole autoencoder is the artifact
