@@ -220,6 +220,8 @@ def verify_hls(
     grid = to_input_grid(images_nchw, input_type)
     nhwc = nchw_to_nhwc(grid)
     reference = predict_brevitas(model, grid, input_type)
+    if reference.ndim >= 3:  # hardware outputs images / sequences channels-last
+        reference = np.moveaxis(reference, 1, -1)
     return [
         compare(reference, reference, output_type, "brevitas"),
         compare(reference, predict_qonnx(qonnx_model, nhwc, input_type), output_type, "qonnx"),

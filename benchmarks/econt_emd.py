@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -73,6 +74,11 @@ def run_case(name: str, config: ExperimentConfig, splits: EventSplits | None, ev
     }
 
 
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root (``../shared/...`` for the shared data), POSIX style."""
+    return Path(os.path.relpath(Path(path).resolve(), REPO)).as_posix()
+
+
 def plot(cases: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -111,7 +117,8 @@ def main() -> None:
 
     train_half, eval_half = split_indices(len(real), [0.5, 0.5], seed=11)
     fit_part, val_part = split_indices(len(train_half), [0.85, 0.15], seed=12)
-    splits = EventSplits(real[train_half][fit_part], real[train_half][val_part], real[eval_half], str(args.csv))
+    splits = EventSplits(real[train_half][fit_part], real[train_half][val_part], real[eval_half],
+                         repo_relative(args.csv))
     real_config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=128))
     cases.append(run_case("real_half", real_config, splits, real[eval_half], table_epochs))
 
@@ -119,7 +126,7 @@ def main() -> None:
     plot(cases, args.out / "econt_emd_bandwidth.png")
     report = {
         "benchmark": "econt_emd",
-        "csv": str(args.csv),
+        "csv": repo_relative(args.csv),  # relative to the repository: no machine's absolute paths
         "quick": args.quick,
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "tools": tool_versions(),

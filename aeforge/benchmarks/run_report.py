@@ -297,7 +297,7 @@ def _summary_section(doc: _Doc, run: RunData) -> None:
         doc.hint("no EMD evaluation in this run", "aeforge demo --out RUN")
 
 
-def _bench_rows(benches: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+def _bench_rows(benches: Sequence[tuple[str, dict[str, Any]]], notes: list[str]) -> list[tuple[Any, ...]]:
     rows = []
     for name, result in benches:
         if result.get("valid"):
@@ -307,18 +307,26 @@ def _bench_rows(benches: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[Any
             status = "INVALID: " + ("; ".join(map(str, reasons)) or "no reason recorded")
         rows.append((name, result.get("runner"), result.get("batch_size"), result.get("scenario"), status,
                      fmt_time(result.get("p50_s")), fmt_time(result.get("p99_s")),
-                     fmt_value(result.get("throughput_per_s")), _energy_text(result)))
+                     fmt_value(result.get("throughput_per_s")), _energy_text(result, notes)))
     return rows
 
 
-def _energy_text(result: dict[str, Any]) -> str:
+def _energy_text(result: dict[str, Any], notes: list[str]) -> str:
+    """The energy cell; why it was not measured goes once into ``notes`` (printed under the table)."""
     value = _num(result.get("energy_j_per_inference"))
     energy = result.get("energy") if isinstance(result.get("energy"), dict) else {}
     if value is not None and energy.get("valid", True):
         meter = (energy.get("meter") or {}).get("name", "meter")
         return f"{fmt_energy(value)} measured ({meter})"
-    reasons = energy.get("invalid_reasons") or ["no energy result"]
-    return "not measured: " + "; ".join(map(str, reasons))
+    reason = "; ".join(map(str, energy.get("invalid_reasons") or ["no energy result"]))
+    if reason not in notes:
+        notes.append(reason)
+    return f"not measured [{notes.index(reason) + 1}]"
+
+
+def _energy_notes(doc: _Doc, notes: Sequence[str]) -> None:
+    for number, reason in enumerate(notes, start=1):
+        doc.para(f"[{number}] energy not measured: {reason}")
 
 
 def _bench_section(doc: _Doc, run: RunData, out: Path) -> None:
@@ -330,8 +338,10 @@ def _bench_section(doc: _Doc, run: RunData, out: Path) -> None:
         return
     doc.para("Latencies per query (one call of the runner on a batch); throughput in inferences (samples) per "
              "second; energy per inference only where a power meter measured it.")
+    notes: list[str] = []
     doc.table(["result", "runner", "batch", "scenario", "valid", "p50", "p99", "throughput [1/s]",
-               "energy / inference"], _bench_rows(run.benches))
+               "energy / inference"], _bench_rows(run.benches, notes))
+    _energy_notes(doc, notes)
     for index, (name, result) in enumerate(run.benches, start=1):
         title = f"{name}: {result.get('runner')}, batch {result.get('batch_size')}, {result.get('scenario')}"
         doc.heading(3, title)
@@ -446,6 +456,7 @@ def _compare_section(doc: _Doc, runs: Sequence[RunData]) -> None:
     doc.heading(2, "Comparison across runs")
     labels = _labels([r.path for r in runs])
     rows = []
+    notes: list[str] = []
     for label, run in zip(labels, runs, strict=True):
         picked = _latest_per_config(run.benches)
         if not picked:
@@ -454,10 +465,11 @@ def _compare_section(doc: _Doc, runs: Sequence[RunData]) -> None:
             rows.append((label, result.get("runner"), result.get("batch_size"), result.get("scenario"),
                          "valid" if result.get("valid") else "INVALID", fmt_time(result.get("p50_s")),
                          fmt_time(result.get("p99_s")), fmt_value(result.get("throughput_per_s")),
-                         _energy_text(result)))
+                         _energy_text(result, notes)))
     doc.heading(3, "Latency, throughput, energy (latest result per runner, batch and scenario)")
     doc.table(["run", "runner", "batch", "scenario", "valid", "p50", "p99", "throughput [1/s]",
                "energy / inference"], rows)
+    _energy_notes(doc, notes)
     doc.heading(3, "Resources and quality")
     rows = []
     for label, run in zip(labels, runs, strict=True):

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -216,12 +217,27 @@ class EngineCache:
         check_identity(sidecar, identity, folder)
         return CachedEngine(key, folder / ENGINE_FILE, sidecar_path, sidecar)
 
-    def load(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags) -> bytes | None:
-        """The checked engine bytes for these inputs, or None on a cache miss."""
-        entry = self.lookup(identity, onnx_sha256, flags)
-        if entry is None:
-            return None
-        return load_engine_file(entry.engine_path, identity, entry.sidecar_path)
+    def load(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags, attempts: int = 3) -> bytes | None:
+        """The checked engine bytes for these inputs, or None on a cache miss.
+
+        An entry replaced by another builder between reading its sidecar and its engine is read
+        again (up to ``attempts`` times); an entry that is inconsistent on its own raises.
+        """
+        for attempt in range(attempts):
+            try:
+                entry = self.lookup(identity, onnx_sha256, flags)
+                if entry is None:
+                    return None
+                return load_engine_file(entry.engine_path, identity, entry.sidecar_path)
+            except ArtifactError:
+                if attempt + 1 == attempts or not self._replaced_meanwhile(identity, onnx_sha256, flags):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _replaced_meanwhile(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags) -> bool:
+        """Whether the entry is gone or consistent now (so a failed read raced with a writer)."""
+        folder = self.entry_dir(engine_key(identity, onnx_sha256, flags))
+        return not folder.exists() or self._entry_valid(folder, identity)
 
     def store(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags, engine: bytes) -> CachedEngine:
         """Write an engine and its sidecar atomically (temp folder, then rename); replaces a stale entry."""
@@ -237,15 +253,47 @@ class EngineCache:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=folder.parent))
         try:
-            (staging / ENGINE_FILE).write_bytes(engine)
-            (staging / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staging, folder)
-        except BaseException:
+            _write_synced(staging / ENGINE_FILE, engine)
+            _write_synced(staging / SIDECAR_FILE, (json.dumps(sidecar, indent=2) + "\n").encode("utf-8"))
+            _fsync_dir(staging)
+            self._publish(staging, folder, identity)
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
         return CachedEngine(key, folder / ENGINE_FILE, folder / SIDECAR_FILE, sidecar)
+
+    def _publish(self, staging: Path, folder: Path, identity: DeviceIdentity, attempts: int = 16) -> None:
+        """Rename ``staging`` to ``folder`` so that a reader sees the old entry, no entry, or the new one.
+
+        An existing entry is first renamed away under a unique name (never deleted in place, where a
+        reader or a second builder could see it half-gone), then removed. When other builders keep
+        publishing the same key, a valid entry of theirs (same key: same inputs) is accepted.
+        """
+        for _ in range(attempts):
+            try:
+                os.rename(staging, folder)  # fails while folder exists (a non-empty directory)
+                _fsync_dir(folder.parent)
+                return
+            except OSError:
+                if not folder.exists():
+                    continue  # it went away between the two calls: try again
+            retired = folder.with_name(f".{folder.name[:12]}.retired-{os.getpid()}-{time.monotonic_ns()}")
+            try:
+                os.rename(folder, retired)
+            except FileNotFoundError:
+                continue  # another builder retired it first
+            shutil.rmtree(retired, ignore_errors=True)
+        if self._entry_valid(folder, identity):
+            return
+        raise ArtifactError(f"{folder}: could not replace the cache entry after {attempts} attempts "
+                            "(other builders keep writing it)")
+
+    @staticmethod
+    def _entry_valid(folder: Path, identity: DeviceIdentity) -> bool:
+        try:
+            load_engine_file(folder / ENGINE_FILE, identity, folder / SIDECAR_FILE)
+        except ArtifactError:
+            return False
+        return True
 
     def load_timing_cache(self, identity: DeviceIdentity) -> bytes:
         """The serialized timing cache of this identity, or ``b""`` when there is none yet."""
@@ -260,8 +308,24 @@ class EngineCache:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(path.parent)
         return path
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    from aeforge.artifact import fsync_dir
+
+    fsync_dir(path)

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from aeforge.artifact import sha256_file, write_json_atomic
+from aeforge.artifact import confined_path, sha256_file, write_json_atomic
 from aeforge.errors import AeforgeError, ArtifactError, QuantizationError
 from aeforge.fixedpoint import FixedPoint
+from aeforge.proc import DEFAULT_TOOL_TIMEOUT_S, run_tool
 
 MANIFEST_NAME = "aeforge_hls.json"
 MANIFEST_SCHEMA = 1
@@ -101,7 +102,7 @@ def check_project_location(project_dir: str | os.PathLike[str]) -> dict[str, Any
             "exit the process, or silently use the other copy's weights). Recompile it in place with "
             f"aeforge.hls.hls4ml_backend.recompile_project({str(path)!r}) or export it again."
         )
-    library = path / manifest["library"]
+    library = confined_path(path, str(manifest["library"]), f"library in {MANIFEST_NAME}")
     if not library.is_file():
         raise ArtifactError(f"{path}: compiled library {manifest['library']} is missing; recompile the project")
     if sha256_file(library) != manifest["library_sha256"]:
@@ -137,9 +138,10 @@ def _prepare_inputs(manifest: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ parent side
 def run_csim(
-    project_dir: str | os.PathLike[str], inputs: np.ndarray, timeout_s: float | None = None
+    project_dir: str | os.PathLike[str], inputs: np.ndarray, timeout_s: float = DEFAULT_TOOL_TIMEOUT_S
 ) -> CsimResult:
-    """Run the compiled C-simulation on ``inputs`` (NHWC, on the input grid) in a child process."""
+    """Run the compiled C-simulation on ``inputs`` (NHWC, on the input grid) in a child process,
+    killed (with its process group) after ``timeout_s``."""
     path = Path(project_dir)
     manifest = check_project_location(path)
     array = _prepare_inputs(manifest, inputs)
@@ -148,9 +150,9 @@ def run_csim(
         np.save(in_path, array)
         command = [sys.executable, "-m", "aeforge.hls.csim", str(path), str(in_path), str(out_path)]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+            done = run_tool(command, timeout_s=timeout_s)
         except subprocess.TimeoutExpired:
-            raise ArtifactError(f"{path}: C-simulation took longer than {timeout_s} s") from None
+            raise ArtifactError(f"{path}: C-simulation took longer than {timeout_s:g} s (killed)") from None
         if done.returncode != 0 or not out_path.is_file():
             detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
             raise ArtifactError(
@@ -173,7 +175,7 @@ def csim_predict(project_dir: str | os.PathLike[str], inputs: np.ndarray) -> np.
 def _simulate(project_dir: Path, in_path: Path, out_path: Path) -> float:
     manifest = check_project_location(project_dir)
     array = _prepare_inputs(manifest, np.load(in_path))
-    library = ctypes.cdll.LoadLibrary(str(project_dir / manifest["library"]))
+    library = ctypes.cdll.LoadLibrary(str(confined_path(project_dir, str(manifest["library"]), "library")))
     function = getattr(library, f"{manifest['project_name']}_double")
     pointer = np.ctypeslib.ndpointer(ctypes.c_double, flags="C_CONTIGUOUS")
     function.restype = None

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from aeforge.artifact import confined_path
 from aeforge.errors import AeforgeError, ArtifactError, ConfigError, ToolUnavailableError
 
 __all__ = [
@@ -292,7 +293,7 @@ def find_reports(project_dir: str | Path) -> SynthesisReport:
     """
     project = Path(project_dir)
     info = project_info(project)
-    prj = project / info.prj_dir
+    prj = confined_path(project, info.prj_dir, "ProjectDir of hls4ml_config.yml")
     post: list[SynthesisReport] = []
     if info.backend == "catapult":
         versions = sorted((p for p in prj.glob(f"{info.name}.v*") if p.is_dir()),

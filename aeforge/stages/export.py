@@ -17,7 +17,6 @@ def export_qonnx_stage(run_dir: str | Path, force: bool = False) -> Path:
 
     run_dir = Path(run_dir)
     model = hardware_model(run_dir)
-    parent = load_run(run_dir, verify=False)
     with RunWriter(run_dir / QONNX_DIR, kind="qonnx", overwrite=force) as run:
         export_qonnx(model.module, model.input_shape, model.input_type, run.path(QONNX_FILE))
         run.extra["parent"] = {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ def rtl_stage(
     :mod:`aeforge.hls.estimate` are always added; ``energy`` also synthesizes a generic gate netlist
     and estimates this design's energy per inference at ``node_nm`` from it, with the bit activity
     measured on realistic events. ``RUN/rtl/card.json`` holds everything and is written last; a
-    failure leaves no ``RUN/rtl``. Missing tools are reported before any work is done.
+    failure leaves no new ``RUN/rtl``: with ``force`` the old one is moved aside only after every option
+    and tool was checked, and put back if the new one fails. Missing tools are reported before any work.
     """
     from aeforge.hls.rtl import generate_rtl, why_verilator_unavailable
     from aeforge.hls.rtl.da4ml_backend import bus_layout_doc
@@ -59,18 +61,34 @@ def rtl_stage(
         from aeforge.hls.rtl.pnr import _check_args
 
         _check_args(pnr_device, "CABGA381", pnr_speed_grade, target_mhz or 40.0, 1)
-    if rtl_dir.exists() and not force:
-        raise ArtifactError(f"{rtl_dir}: already exists; pass --force to replace it")
+    if pipeline_stages is not None and (isinstance(pipeline_stages, bool) or pipeline_stages < 0):
+        raise ConfigError(f"--pipeline-stages must be a non-negative integer, got {pipeline_stages!r}")
+    if target_mhz is not None and not target_mhz > 0:
+        raise ConfigError(f"--target-mhz must be positive, got {target_mhz!r}")
+    if language not in ("verilog", "vhdl"):
+        raise ConfigError(f"--language {language!r}: expected verilog or vhdl")
+    if rtl_dir.exists():
+        if not force:
+            raise ArtifactError(f"{rtl_dir}: already exists; pass --force to replace it")
+        from aeforge.hls.rtl.da4ml_backend import MANIFEST
+
+        if not (rtl_dir / MANIFEST).is_file():
+            raise ArtifactError(f"{rtl_dir}: exists and is not an aeforge RTL project; refusing to replace it")
     model = hardware_model(run_dir)
     latency_cutoff = None
     if target_mhz is not None:
         from aeforge.hls.rtl.pnr import cutoff_for_target_mhz
 
         latency_cutoff = cutoff_for_target_mhz(target_mhz)
-    project = generate_rtl(model.module, rtl_dir, pipeline_stages=pipeline_stages, latency_cutoff=latency_cutoff,
-                           language=language, overwrite=force,
-                           clock_period_ns=1000.0 / target_mhz if target_mhz else 25.0)
+    previous = None
+    if rtl_dir.exists():  # every check passed: move the old project aside, restore it on failure
+        previous = run_dir / f".{RTL_DIR}.previous-{os.getpid()}"
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(rtl_dir, previous)
     try:
+        project = generate_rtl(model.module, rtl_dir, pipeline_stages=pipeline_stages,
+                               latency_cutoff=latency_cutoff, language=language,
+                               clock_period_ns=1000.0 / target_mhz if target_mhz else 25.0)
         summary: dict[str, Any] = {
             "project": str(project.out_dir),
             "top": project.integration_top,
@@ -110,11 +128,15 @@ def rtl_stage(
             summary.update({"fmax_mhz": routed.fmax_mhz, "pnr": routed.as_dict()})
         card = {"schema": 1, "kind": "rtl",
                 "parent": {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)},
-                "metrics": summary, "files": {}}
+                "metrics": {**summary, "project": RTL_DIR}, "files": {}}  # relative to the run
         write_json_atomic(rtl_dir / CARD_NAME, card)
     except BaseException:
         shutil.rmtree(rtl_dir, ignore_errors=True)
+        if previous is not None:
+            os.replace(previous, rtl_dir)
         raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     return summary
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aeforge.errors import ConfigError, ToolUnavailableError
+from aeforge.proc import kill_tree
 from aeforge.sweep.space import ResourceSpec
 from aeforge.sweep.trial import TrialTask
 
@@ -98,7 +99,7 @@ class LocalExecutor:
             limit = self.resources.timeout_s
             if running.process.is_alive():
                 if limit is not None and time.monotonic() - running.started > limit:
-                    running.process.kill()
+                    kill_tree(running.process.pid)  # the trial and its tools (yosys, nextpnr, verilator)
                     running.process.join()
                     self._forget(trial_id)
                     outcomes.append(Outcome(running.task, "timeout", reason=f"timed out after {limit:g} s"))
@@ -116,10 +117,11 @@ class LocalExecutor:
         running.connection.close()
 
     def shutdown(self) -> None:
-        """Kill every trial still running (their journal entries stay 'running': a resume retries them)."""
+        """Kill every trial still running, with the tools it started (their journal entries stay 'running':
+        a resume retries them)."""
         for running in self._running.values():
             if running.process.is_alive():
-                running.process.kill()
+                kill_tree(running.process.pid)
         for trial_id in list(self._running):
             self._running[trial_id].process.join(timeout=10)
             self._forget(trial_id)

@@ -11,7 +11,8 @@
 
 Replaying the journal gives each trial's state: ``done`` and ``failed`` trials are final and never rerun;
 ``asked``/``running`` ones were in flight when the sweep stopped and are run again on ``--resume``. A torn last
-line (the sweep died while writing it) is ignored.
+line (the sweep died while writing it) is ignored when read, and cut off before the next append (else it would
+become a corrupt line in the middle of the journal).
 """
 
 from __future__ import annotations
@@ -130,10 +131,40 @@ class Journal:
 
     def append(self, event: dict[str, Any]) -> None:
         line = json.dumps({"time_utc": now_utc(), **event}, sort_keys=False, default=_json_default)
+        self.repair()
         with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(line + "\n")
             stream.flush()
             os.fsync(stream.fileno())
+
+    def repair(self) -> bool:
+        """End the journal on a complete line: a torn last line is cut off (a complete one missing only its
+        newline gets it). Returns whether the file was changed."""
+        if not self.path.is_file():
+            return False
+        with open(self.path, "r+b") as stream:
+            size = stream.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            stream.seek(size - 1)
+            if stream.read(1) == b"\n":
+                return False
+            stream.seek(0)
+            text = stream.read()
+            cut = text.rfind(b"\n")
+            last = text[cut + 1:]
+            try:
+                complete = isinstance(json.loads(last.decode("utf-8")), dict)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                complete = False
+            if complete:
+                stream.seek(0, os.SEEK_END)
+                stream.write(b"\n")
+            else:
+                stream.truncate(cut + 1)
+            stream.flush()
+            os.fsync(stream.fileno())
+        return True
 
     def read(self) -> tuple[list[dict[str, Any]], bool]:
         """The events, and whether a torn (unparseable) last line was skipped."""

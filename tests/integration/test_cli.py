@@ -118,7 +118,7 @@ def test_demo_quick_writes_report_and_summary(tmp_path: Path) -> None:
             assert png.size[0] > 100 and png.size[1] > 100
     assert load_run(out).kind == "demo"  # every file, the report included, matches the card
     verification = summary["verification"]
-    assert verification["bit_exact"] and set(verification["targets"]) == {"brevitas", "qonnx", "hls", "ort"}
+    assert verification["bit_exact"] and set(verification["targets"]) == {"qonnx", "hls", "ort"}
     assert all(t["exact"] == t["n"] == 1000 for t in verification["targets"].values())
     assert "bit-exact" in html and load_run(out / "qonnx").kind == "qonnx"
 

@@ -41,7 +41,7 @@ def test_export_writes_a_qonnx_artifact_with_a_card(hls_run: Path) -> None:
 
 def test_hls_card_records_the_precisions(hls_run: Path) -> None:
     card = json.loads((hls_run / "hls" / "card.json").read_text())
-    assert card["kind"] == "hls" and Path(card["project"]).is_dir()
+    assert card["kind"] == "hls" and card["project"] == "hls/project" and (hls_run / card["project"]).is_dir()
     types = json.dumps(card["precisions"])
     assert "fixed<16,6" not in types  # never hls4ml's default where the model defines a type
     assert "ufixed<9,1,RND_CONV,SAT" in types
@@ -50,7 +50,7 @@ def test_hls_card_records_the_precisions(hls_run: Path) -> None:
 def test_verify_json_is_bit_exact_on_every_target(hls_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", str(hls_run), "--n", "2000", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert set(results["targets"]) == {"brevitas", "qonnx", "hls", "ort"}
+    assert set(results["targets"]) == {"qonnx", "hls", "ort"} and results["reference"] == "brevitas"
     for target in results["targets"].values():
         assert target["n"] == 2000 and target["exact"] == 2000 and target["max_lsb"] == 0
 
@@ -114,9 +114,11 @@ def test_hls_refuses_to_clobber_and_build_needs_the_vendor_tool(
     assert main(["hls", str(hls_run)]) == 1
     assert "already exists; pass --force" in capsys.readouterr().err
     if __import__("shutil").which("vitis-run") is None:
+        card = (hls_run / "hls" / "card.json").read_bytes()
         assert main(["hls", str(hls_run), "--force", "--build"]) == 1
         assert "vitis-run" in capsys.readouterr().err
-        assert not (hls_run / "hls").exists()  # the old project went with --force; nothing half-built
+        # the tool is checked before the old project is touched: it is still there, and still verifies
+        assert (hls_run / "hls" / "card.json").read_bytes() == card and main(["verify", str(hls_run), "--n", "50"]) == 0
 
 
 def test_verify_of_a_directory_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from aeforge.cli import main
+from tests.conftest import ci_skip
 from tests.integration.test_sweep_local import TINY, journal, run_with_one_kill, write_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,7 +42,7 @@ def ray_cluster() -> Iterator[str]:
     """A 2-CPU single-node Ray cluster; yields its address."""
     ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'aeforge[sweep]')")
     if not Path(RAY_CLI).is_file():
-        pytest.skip(f"the `ray` command line is not installed beside {sys.executable}")
+        ci_skip(f"the `ray` command line is not installed beside {sys.executable}")
     temp_dir = tempfile.mkdtemp(prefix="aeray", dir="/tmp")  # short: Ray's unix sockets live under it
     port = _free_port()
     log = open(Path(temp_dir) / "head.log", "w+b")  # noqa: SIM115 -- closed in the teardown
@@ -59,14 +60,14 @@ def ray_cluster() -> Iterator[str]:
         while True:
             if head.poll() is not None:
                 log.seek(0)
-                pytest.skip(f"`ray start --head` exited with {head.returncode}: {log.read().decode()[-2000:]}")
+                ci_skip(f"`ray start --head` exited with {head.returncode}: {log.read().decode()[-2000:]}")
             try:
                 ray.init(address=address, log_to_driver=False)
                 break
             except Exception as error:  # not up yet
                 if time.monotonic() > deadline:
                     log.seek(0)
-                    pytest.skip(f"Ray head at {address} did not come up in 90 s: {error}; "
+                    ci_skip(f"Ray head at {address} did not come up in 90 s: {error}; "
                                 f"log: {log.read().decode()[-2000:]}")
                 time.sleep(0.5)
         assert ray.cluster_resources().get("CPU") == 2.0

@@ -119,7 +119,8 @@ def test_conv_model_with_pooling_residual_and_flatten_order(tmp_path: Path) -> N
                                 out=tmp_path / "conv")
     kinds = [layer["kind"] for layer in json.loads((run / "model.json").read_text())["layers"]]
     # the input QuantIdentity stays a layer unless its calibrated type is the input type itself
-    assert kinds[kinds.index("conv2d"):] == ["conv2d", "relu", "conv2d", "relu", "add", "maxpool", "avgpool", "flatten", "quant", "dense"]
+    assert kinds[kinds.index("conv2d"):] == ["conv2d", "relu", "conv2d", "relu", "add", "maxpool", "avgpool",
+                                              "flatten", "quant", "dense"]
     hw = hardware_model(run)
     inputs = hw.verification_inputs(500)
     with torch.no_grad():
@@ -194,5 +195,5 @@ def test_bad_arguments(tmp_path: Path, mlp: nn.Module) -> None:
         aeforge.import_module(mlp, (1, 2, 3, 4), INPUT, tmp_path / "x")
     with pytest.raises(AeforgeError, match="ap_fixed"):
         aeforge.import_module(mlp, (57,), "fixed<<", tmp_path / "x")
-    with pytest.raises(AeforgeError, match="torch.nn.Module"):
+    with pytest.raises(AeforgeError, match=r"torch\.nn\.Module"):
         aeforge.import_module(object(), (57,), INPUT, tmp_path / "x")

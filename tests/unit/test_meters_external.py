@@ -42,8 +42,8 @@ def test_voltage_current_with_units_and_offset(tmp_path: Path) -> None:
 
 
 def test_several_power_columns_are_rails(tmp_path: Path) -> None:
-    trace = parse_power_trace(write(tmp_path, "t;vdd_in_mw;vdd_soc_mw\n0;5000;1000\n1;5200;1100\n"))
-    assert set(trace.power_w) == {"vdd_in", "vdd_soc"}
+    trace = parse_power_trace(write(tmp_path, "t;vdd_cpu_gpu_cv_mw;vdd_soc_mw\n0;5000;1000\n1;5200;1100\n"))
+    assert set(trace.power_w) == {"vdd_cpu_gpu_cv", "vdd_soc"}
     np.testing.assert_allclose(trace.total_power_w, [6.0, 6.3])
 
 

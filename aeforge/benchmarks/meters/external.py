@@ -2,15 +2,19 @@
 
 Accepted layouts (``#`` comment and blank lines are skipped; the delimiter is ``,``, tab, ``;`` or spaces):
 
-* a header naming a time column (``timestamp_s``, ``time``, ``t``, ``time_ms``, ``epoch_s``...) and power
+* a header naming one time column (``timestamp_s``, ``time``, ``t``, ``time_ms``, ``epoch_s``...) and power
   columns (``power_w``, ``power``, ``<rail>_w``, ``<rail>_mw``...; several power columns are several rails,
   all counted), or a voltage column (``voltage_v``, ``voltage_mv``, ``v``) with a current column
   (``current_a``, ``current_ma``, ``i``) giving one rail ``power`` = V x I. Units in brackets work too
   (``Power (mW)`` reads as ``power_mw``). Other columns are ignored.
 * no header: two numeric columns are ``time_s, power_w``; three are ``time_s, voltage_v, current_a``.
 
-Timestamps are seconds (or ms/us/ns by the column suffix) or ISO-8601 date-times (naive ones are local time).
-They must not decrease. **Alignment:** measurement windows are Unix epoch seconds of the host running
+Timestamps are seconds (or ms/us/ns by the column suffix) or ISO-8601 date-times with a time zone (``Z`` or
+``+hh:mm``). They must not decrease. Ambiguous timestamps are refused: ISO date-times without a zone (local
+time of which machine, and which side of a DST change?), two time columns, and a unit-less time column whose
+values are epoch milliseconds or finer (name it ``time_ms``...). A total column (``power``, ``total_w``,
+``vdd_in``...) beside rail columns would be counted twice: refused unless ``use="total"`` or ``use="rails"``
+says which to keep. **Alignment:** measurement windows are Unix epoch seconds of the host running
 ``aeforge bench`` (it records each window's ``window_start_epoch_s``/``window_end_epoch_s`` in its JSON), and a
 trace sample at file time ``t`` is taken to be at host epoch ``t + offset_s``. A logger on the same host (or an
 NTP-synchronised one) writing ``time.time()`` needs ``offset_s=0``; a logger counting from its own start needs
@@ -65,6 +69,14 @@ def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
 
 
+_TOTAL_RAILS = ("power", "total", "sum", "all", "vdd_in", "vin", "input", "in")
+_MAX_EPOCH_S = 1e11  # year 5138: a larger "seconds" value is milliseconds (or finer) since the epoch
+
+
+class AmbiguousTimestamp(ValueError):
+    """A timestamp that could mean several instants."""
+
+
 def _parse_time(text: str) -> float:
     try:
         return float(text)
@@ -73,12 +85,18 @@ def _parse_time(text: str) -> float:
     iso = text.strip()
     if iso.endswith(("Z", "z")):
         iso = iso[:-1] + "+00:00"
-    return datetime.fromisoformat(iso).timestamp()  # naive: local time
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        raise AmbiguousTimestamp(f"date-time {text!r} has no time zone (local time of which machine?); "
+                                 "write it with Z or +hh:mm, or log epoch seconds")
+    return moment.timestamp()
 
 
 def _is_number_or_time(text: str) -> bool:
     try:
         _parse_time(text)
+    except AmbiguousTimestamp:
+        return True
     except ValueError:
         return False
     return True
@@ -92,20 +110,24 @@ def _split(line: str, delimiter: str | None) -> list[str]:
 class _Layout:
     time_col: int
     time_scale: float
+    time_unit_named: bool
     power_cols: dict[str, tuple[int, float]]          # rail -> (column, scale to W)
     vi_cols: tuple[int, float, int, float] | None      # voltage col/scale, current col/scale
     description: dict[str, str]
 
 
-def _layout_from_header(fields: list[str], where: str) -> _Layout:
+def _layout_from_header(fields: list[str], where: str, use: str | None = None) -> _Layout:
     names = [_normalise(f) for f in fields]
-    time_col, time_scale = -1, 1.0
+    time_col, time_scale, time_unit_named = -1, 1.0, False
     power: dict[str, tuple[int, float]] = {}
     volt: tuple[int, float] | None = None
     curr: tuple[int, float] | None = None
     for col, name in enumerate(names):
-        if (m := _TIME_RE.match(name)) and time_col < 0:
-            time_col, time_scale = col, _SCALE[m.group(2) or "s"]
+        if m := _TIME_RE.match(name):
+            if time_col >= 0:
+                raise DataError(f"{where}: two time columns, {fields[time_col]!r} and {fields[col]!r}: which one "
+                                "the samples are at is ambiguous; keep one")
+            time_col, time_scale, time_unit_named = col, _SCALE[m.group(2) or "s"], m.group(2) is not None
         elif m := _POWER_RE.match(name):
             rail = m.group(1) if m.group(1) and m.group(1) != "power" else "power"
             unit = m.group(2) if m.group(2) else "w"
@@ -116,6 +138,7 @@ def _layout_from_header(fields: list[str], where: str) -> _Layout:
             curr = (col, _SCALE[m.group(1) or m.group(2) or "a"])
     if time_col < 0:
         raise DataError(f"{where}: no time column in header {fields} (name one timestamp_s, time, t, time_ms...)")
+    power = _total_or_rails(power, fields, where, use)
     vi = None
     if not power:
         if volt is None or curr is None:
@@ -126,21 +149,46 @@ def _layout_from_header(fields: list[str], where: str) -> _Layout:
     description |= {rail: fields[col] for rail, (col, _) in power.items()}
     if vi is not None:
         description["power"] = f"{fields[vi[0]]} x {fields[vi[2]]}"
-    return _Layout(time_col, time_scale, power, vi, description)
+    return _Layout(time_col, time_scale, time_unit_named, power, vi, description)
+
+
+def _total_or_rails(power: dict[str, tuple[int, float]], fields: list[str], where: str,
+                    use: str | None) -> dict[str, tuple[int, float]]:
+    """Refuse a total column summed with its rails (each watt counted twice), unless ``use`` picks one side."""
+    totals = {rail: spec for rail, spec in power.items() if rail.split("_")[0] in _TOTAL_RAILS
+              or rail in _TOTAL_RAILS or rail.endswith("_total")}
+    rails = {rail: spec for rail, spec in power.items() if rail not in totals}
+    if use not in (None, "total", "rails"):
+        raise DataError(f"{where}: use={use!r}: expected 'total' or 'rails'")
+    if not totals or not rails:
+        return power
+    if use == "total":
+        if len(totals) > 1:
+            raise DataError(f"{where}: several total columns ({', '.join(fields[c] for c, _ in totals.values())})")
+        return totals
+    if use == "rails":
+        return rails
+    raise DataError(
+        f"{where}: total column(s) {', '.join(fields[c] for c, _ in totals.values())} beside rail column(s) "
+        f"{', '.join(fields[c] for c, _ in rails.values())}: summing them counts the power twice; keep only the "
+        "total or only the rails (or pass use='total' / use='rails')")
 
 
 def _layout_without_header(n_fields: int, where: str) -> _Layout:
     if n_fields == 2:
-        return _Layout(0, 1.0, {"power": (1, 1.0)}, None, {"time": "column 1 (s)", "power": "column 2 (W)"})
+        return _Layout(0, 1.0, False, {"power": (1, 1.0)}, None, {"time": "column 1 (s)", "power": "column 2 (W)"})
     if n_fields == 3:
-        return _Layout(0, 1.0, {}, (1, 1.0, 2, 1.0),
+        return _Layout(0, 1.0, False, {}, (1, 1.0, 2, 1.0),
                        {"time": "column 1 (s)", "power": "column 2 (V) x column 3 (A)"})
     raise DataError(f"{where}: {n_fields} columns and no header; name the columns (timestamp_s,power_w or "
                     "timestamp_s,voltage_v,current_a)")
 
 
-def parse_power_trace(path: str | Path, *, offset_s: float = 0.0) -> PowerTrace:
-    """Read a power recording (see the module docstring); malformed lines raise DataError naming file:line."""
+def parse_power_trace(path: str | Path, *, offset_s: float = 0.0, use: str | None = None) -> PowerTrace:
+    """Read a power recording (see the module docstring); malformed lines raise DataError naming file:line.
+
+    ``use``: ``"total"`` or ``"rails"`` when the file has both a total column and rail columns.
+    """
     path = Path(path)
     try:
         text = path.read_text(errors="replace")
@@ -159,7 +207,7 @@ def parse_power_trace(path: str | Path, *, offset_s: float = 0.0) -> PowerTrace:
             delimiter = next((d for d in (",", "\t", ";") if d in line), None)
             fields = _split(line, delimiter)
             if not all(_is_number_or_time(f) for f in fields):
-                layout = _layout_from_header(fields, where)
+                layout = _layout_from_header(fields, where, use)
                 values = {rail: [] for rail in (layout.power_cols or {"power": (0, 1.0)})}
                 continue
             layout = _layout_without_header(len(fields), where)
@@ -170,11 +218,17 @@ def parse_power_trace(path: str | Path, *, offset_s: float = 0.0) -> PowerTrace:
         if len(fields) <= needed:
             raise DataError(f"{where}: expected at least {needed + 1} fields, got {len(fields)}: {line!r}")
         try:
-            t = _parse_time(fields[layout.time_col]) * layout.time_scale
+            raw_time = fields[layout.time_col]
+            t = _parse_time(raw_time) * layout.time_scale
+            if not layout.time_unit_named and abs(t) >= _MAX_EPOCH_S and _is_plain_number(raw_time):
+                raise DataError(f"{where}: timestamp {raw_time} in a column without a unit is too large for epoch "
+                                "seconds (milliseconds or finer?); name the column time_ms, time_us or time_ns")
             row = {rail: float(fields[col]) * scale for rail, (col, scale) in layout.power_cols.items()}
             if layout.vi_cols is not None:
                 vc, vs, cc, cs = layout.vi_cols
                 row["power"] = float(fields[vc]) * vs * float(fields[cc]) * cs
+        except AmbiguousTimestamp as exc:
+            raise DataError(f"{where}: ambiguous timestamp: {exc}") from None
         except ValueError as exc:
             raise DataError(f"{where}: not a number: {exc} in {line!r}") from exc
         if not math.isfinite(t) or not all(math.isfinite(v) for v in row.values()):
@@ -190,15 +244,24 @@ def parse_power_trace(path: str | Path, *, offset_s: float = 0.0) -> PowerTrace:
                       layout.description)
 
 
+def _is_plain_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ExternalTraceMeter(PowerMeter):
     """A power recording file (``--meter external:FILE``), read after the run and aligned by epoch time."""
 
     name: ClassVar[str] = "external"
     kind = "trace"
 
-    def __init__(self, path: str | Path, offset_s: float = 0.0) -> None:
+    def __init__(self, path: str | Path, offset_s: float = 0.0, use: str | None = None) -> None:
         self.path = Path(path)
         self.offset_s = float(offset_s)
+        self.use = use
         self._rails: list[str] = []
 
     def unavailable_reason(self) -> str | None:
@@ -212,7 +275,7 @@ class ExternalTraceMeter(PowerMeter):
 
     def load(self) -> PowerTrace:
         """Parse the file now (it may have grown during the run)."""
-        trace = parse_power_trace(self.path, offset_s=self.offset_s)
+        trace = parse_power_trace(self.path, offset_s=self.offset_s, use=self.use)
         self._rails = list(trace.power_w)
         return trace
 

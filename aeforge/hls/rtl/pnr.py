@@ -51,6 +51,7 @@ from aeforge.hls.rtl.yosys import (
     parse_stat_json,
     parse_stat_text,
 )
+from aeforge.proc import kill_group, run_tool
 
 DEVICES = ("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k")
 SPEED_GRADES = (6, 7, 8)
@@ -154,7 +155,7 @@ def _nextpnr_version(executable: str) -> str:
     """nextpnr's version string, e.g. ``nextpnr-0.11.1`` (the WebAssembly build may compile first)."""
     try:
         with tempfile.TemporaryDirectory(prefix="aeforge_nextpnr_probe_") as scratch:
-            result = subprocess.run([executable, "--version"], cwd=scratch, capture_output=True, text=True, timeout=600)
+            result = run_tool([executable, "--version"], cwd=scratch, timeout_s=600)
     except (OSError, subprocess.SubprocessError) as error:
         raise ToolUnavailableError(f"{executable} does not run ({error}); {INSTALL_HINT}") from None
     match = re.search(r"\(Version ([^)]+)\)", result.stdout + result.stderr)
@@ -497,7 +498,7 @@ def _read(path: Path) -> str:
 
 def _run(command: list[str], cwd: Path, timeout_s: float, what: str, out_dir: Path) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+        return run_tool(command, cwd=cwd, timeout_s=timeout_s)
     except subprocess.TimeoutExpired:
         raise PnrError(f"{out_dir}: {what} ran past {timeout_s:g} s") from None
     except OSError as error:
@@ -572,7 +573,8 @@ def _run_nextpnr(command: list[str], cwd: Path, timeout_s: float, device: str, o
     checked = False
     with output_path.open("w", encoding="utf-8") as sink:
         try:
-            process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as error:
             raise ToolUnavailableError(f"{command[0]} does not run ({error}); {INSTALL_HINT}") from None
         try:
@@ -589,11 +591,6 @@ def _run_nextpnr(command: list[str], cwd: Path, timeout_s: float, device: str, o
                             raise PnrError(f"{out_dir}: {fit}")
                 time.sleep(0.5)
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            kill_group(process)  # nextpnr and whatever it started (its own process group)
+            process.wait()
     return int(process.returncode), _read(output_path)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from aeforge.errors import AeforgeError, ConfigError, ToolUnavailableError
+from aeforge.proc import run_tool
 
 TARGETS = ("xc7", "ecp5", "ice40", "generic")
 DEFAULT_TIMEOUT_S = 1800.0
@@ -164,12 +165,8 @@ def _probe(executable: str) -> tuple[str, bool]:
     """(version line, whether ``stat -json`` exists) of one Yosys executable."""
     try:
         with tempfile.TemporaryDirectory(prefix="aeforge_yosys_probe_") as scratch:
-            version = subprocess.run(
-                [executable, "-V"], cwd=scratch, capture_output=True, text=True, timeout=300
-            ).stdout.strip()
-            helptext = subprocess.run(
-                [executable, "-Q", "-p", "help stat"], cwd=scratch, capture_output=True, text=True, timeout=300
-            ).stdout
+            version = run_tool([executable, "-V"], cwd=scratch, timeout_s=300).stdout.strip()
+            helptext = run_tool([executable, "-Q", "-p", "help stat"], cwd=scratch, timeout_s=300).stdout
     except (OSError, subprocess.SubprocessError) as error:
         raise ToolUnavailableError(f"{executable} does not run ({error}); {INSTALL_HINT}") from None
     return version.splitlines()[0] if version else "unknown", "-json" in helptext
@@ -369,13 +366,7 @@ def synthesize(
         (scratch / "run.ys").write_text(_script(files, _top(project), target, json_stat), encoding="utf-8")
         start = time.perf_counter()
         try:
-            result = subprocess.run(
-                [*command, "-q", "-l", "yosys.log", "-s", "run.ys"],
-                cwd=scratch,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
+            result = run_tool([*command, "-q", "-l", "yosys.log", "-s", "run.ys"], cwd=scratch, timeout_s=timeout_s)
         except subprocess.TimeoutExpired:
             raise SynthesisError(
                 f"{out_dir}: Yosys ({Path(command[0]).name}) ran past {timeout_s:g} s synthesizing for {target}"
