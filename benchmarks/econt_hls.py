@@ -22,7 +22,15 @@ from pathlib import Path
 
 from aeforge.artifact import tool_versions
 from aeforge.hls.csim import run_csim
-from aeforge.stages import HlsOptions, export_qonnx_stage, hardware_model, hls_stage, verification_inputs, verify_stage
+from aeforge.stages import (
+    HlsOptions,
+    export_qonnx_stage,
+    hardware_model,
+    hls_project_dir,
+    hls_stage,
+    verification_inputs,
+    verify_stage,
+)
 from aeforge.verification import nchw_to_nhwc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +87,7 @@ def main() -> None:
         for backend, io_type in CONFIGURATIONS:
             row = measure(source, scratch, backend, io_type, args.n)
             start = time.perf_counter()
-            run_csim(json.loads((scratch / f"{backend}-{io_type}" / "hls" / "card.json").read_text())["project"],
+            run_csim(hls_project_dir(scratch / f"{backend}-{io_type}"),
                      nchw_to_nhwc(verification_inputs(hardware_model(scratch / f"{backend}-{io_type}"), args.n)))
             row["csim_wall_events_per_s_incl_subprocess"] = round(args.n / (time.perf_counter() - start), 1)
             rows.append(row)

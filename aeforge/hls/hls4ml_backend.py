@@ -52,6 +52,7 @@ from aeforge.hls.precisions import (  # noqa: F401  (re-exported: precision infe
     covers,
     graph_types,
 )
+from aeforge.proc import run_tool
 
 if TYPE_CHECKING:
     from qonnx.core.modelwrapper import ModelWrapper
@@ -60,6 +61,8 @@ BACKENDS = ("Vitis", "Vivado", "Catapult")
 IO_TYPES = ("io_parallel", "io_stream")
 STRATEGIES = ("Latency", "Resource")
 DEFAULT_PROJECT_NAME = "encoder"
+
+COMPILE_TIMEOUT_S = 3600.0  # g++ of the C-simulation library
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,11 @@ def recompile_project(project_dir: str | os.PathLike[str]) -> HlsProject:
         )
         if patched != text:
             bridge.write_text(patched)
-    done = subprocess.run(["bash", "build_lib.sh"], cwd=path, capture_output=True, text=True, check=False)
+    try:
+        done = run_tool(["bash", "build_lib.sh"], cwd=path, timeout_s=COMPILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ArtifactError(f"{path}: recompiling the C-simulation library took longer than "
+                            f"{COMPILE_TIMEOUT_S:.0f} s (killed)") from None
     library = path / manifest["library"]
     if done.returncode != 0 or not library.is_file():
         tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-5:])

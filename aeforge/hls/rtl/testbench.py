@@ -26,6 +26,10 @@ from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
 from aeforge.hls.rtl.da4ml_backend import RtlProject
 from aeforge.hls.rtl.interface import TESTBENCH_INPUTS, TESTBENCH_OUTPUTS, TESTBENCH_VALID, valid_delay
 from aeforge.hls.rtl.simulate import FAST_BUILD, _from_lanes, _to_lanes, bus_to_channels_first, verilator_env
+from aeforge.proc import run_tool
+
+BUILD_TIMEOUT_S = 3600.0  # Verilator compile of the testbench
+RUN_TIMEOUT_S = 600.0  # one simulation run
 
 MAX_VECTORS = 65536
 MAX_CYCLES = 262144
@@ -82,7 +86,11 @@ def build_testbench(project: RtlProject, jobs: int | None = None, force: bool = 
         "--top-module", f"tb_{top}", f"-GMAX_VECTORS={MAX_VECTORS}", f"-GMAX_CYCLES={MAX_CYCLES}",
         "-Mdir", str(obj), "-j", str(jobs or min(os.cpu_count() or 1, 8)), *files,
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    try:
+        result = run_tool(command, env=env, timeout_s=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ArtifactError(f"{project.out_dir}: Verilator did not build the interface testbench within "
+                            f"{BUILD_TIMEOUT_S:.0f} s (killed)") from None
     if result.returncode != 0 or not exe.is_file():
         tail = (result.stderr or result.stdout)[-3000:]
         raise ArtifactError(f"{project.out_dir}: Verilator could not build the interface testbench:\n{tail}")
@@ -130,10 +138,12 @@ def simulate_interface(
         work = Path(scratch)
         (work / TESTBENCH_INPUTS).write_text("\n".join(_bus_hex(lanes, project.input.lane_bits)) + "\n")
         (work / TESTBENCH_VALID).write_text("\n".join("1" if v else "0" for v in pattern) + "\n")
-        result = subprocess.run(
-            [str(exe.resolve()), f"+vectors={n}", f"+cycles={len(pattern)}"], cwd=work, capture_output=True, text=True,
-            timeout=600,
-        )
+        try:
+            result = run_tool([str(exe.resolve()), f"+vectors={n}", f"+cycles={len(pattern)}"], cwd=work,
+                              timeout_s=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ArtifactError(f"{project.out_dir}: the interface testbench ran longer than {RUN_TIMEOUT_S:.0f} s "
+                                "(killed)") from None
         if result.returncode != 0:
             detail = (result.stderr or result.stdout)[-1000:]
             raise ArtifactError(f"{project.out_dir}: interface testbench failed: {detail}")
