@@ -8,7 +8,8 @@ tolerance. :func:`compare` makes one from two arrays of predictions.
 The ``predict_*`` functions run the same input vectors through each form, each in its own layout:
 
 * :func:`predict_brevitas` -- the PyTorch/Brevitas model in float64, channels-first ``(N, C, H, W)``;
-* :func:`predict_qonnx` -- ``qonnx.core.onnx_exec.execute_onnx`` on the channels-last graph, ``(N, H, W, C)``;
+* :func:`predict_qonnx` -- ``qonnx.core.onnx_exec.execute_onnx`` on the channels-last graph, ``(N, H, W, C)``
+  (float64 node by node when a type is wider than float32's mantissa);
 * :func:`predict_hls_csim` -- the compiled hls4ml C-simulation (in a subprocess), ``(N, H, W, C)``.
 
 Each first puts the inputs on the input type's grid (:func:`to_input_grid`), so all of them see
@@ -141,35 +142,139 @@ def predict_brevitas(
 
 
 def predict_qonnx(
-    qonnx_model: ModelWrapper, images_nhwc: np.ndarray, input_type: FixedPoint, batch_size: int = 1000
+    qonnx_model: ModelWrapper, images_nhwc: np.ndarray, input_type: FixedPoint, batch_size: int = 1000,
+    float64: bool = False,
 ) -> np.ndarray:
-    """``execute_onnx`` on the (channels-last) QONNX graph, in batches, on NHWC inputs.
+    """Execute the (channels-last) QONNX graph in batches on NHWC inputs.
 
-    Standard ONNX nodes run in onnxruntime in float32, which is exact while every accumulator
-    fits in 24 bits of mantissa (the QONNX ``Quant`` nodes run in numpy).
+    By default ``execute_onnx``: standard ONNX nodes run in onnxruntime in float32, which is exact
+    while every tensor's exact type fits float32's 24-bit mantissa (the QONNX ``Quant`` nodes run in
+    numpy). ``float64`` runs every node in float64 instead (:class:`Float64Executor`: qonnx's
+    ``Quant`` in numpy, the other nodes in ``onnx.reference``), exact up to 53 bits; the callers pass
+    it when :func:`float32_exact` says a type is wider (e.g. a layer without an output quantizer).
     """
-    import onnxruntime
-    from qonnx.core.onnx_exec import execute_onnx
-
-    from aeforge.quantize.qonnx_layout import register_channels_last_ops
-
-    register_channels_last_ops()  # the channels-last AveragePool qonnx does not ship
-    # qonnx runs single nodes as opset-1 models; onnxruntime warns about each one. Errors still show.
-    onnxruntime.set_default_logger_severity(3)
     grid = to_input_grid(images_nhwc, input_type)
     expected = tuple(d.dim_value for d in qonnx_model.graph.input[0].type.tensor_type.shape.dim)[1:]
     if grid.shape[1:] != expected:
         raise ArtifactError(f"QONNX inputs of shape {grid.shape[1:]} per sample; the graph takes {expected} (NHWC)")
     input_name, output_name = qonnx_model.graph.input[0].name, qonnx_model.graph.output[0].name
-    batched: dict[int, ModelWrapper] = {}
+    if not float64:
+        import onnxruntime
+        from qonnx.core.onnx_exec import execute_onnx
+
+        from aeforge.quantize.qonnx_layout import register_channels_last_ops
+
+        register_channels_last_ops()  # the channels-last AveragePool qonnx does not ship
+        # qonnx runs single nodes as opset-1 models; onnxruntime warns about each one. Errors still show.
+        onnxruntime.set_default_logger_severity(3)
+    batched: dict[int, Any] = {}
     outputs = []
     for start in range(0, len(grid), batch_size):
-        batch = grid[start : start + batch_size].astype(np.float32)
+        batch = grid[start : start + batch_size]
         if len(batch) not in batched:
-            batched[len(batch)] = _with_batch_size(qonnx_model, len(batch))
-        result = execute_onnx(batched[len(batch)], {input_name: batch})[output_name]
+            resized = _with_batch_size(qonnx_model, len(batch))
+            batched[len(batch)] = Float64Executor(resized) if float64 else resized
+        if float64:
+            result = batched[len(batch)].run(batch)
+        else:
+            result = execute_onnx(batched[len(batch)], {input_name: batch.astype(np.float32)})[output_name]
         outputs.append(np.asarray(result, dtype=np.float64))
     return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
+FLOAT32_EXACT_BITS = 24
+"""A fixed-point value is exact in float32 while its type has at most 24 bits (the mantissa)."""
+
+
+def widest_exact_type(module: Any) -> tuple[str, FixedPoint] | None:
+    """The widest exact type of any tensor of a spec-built model (``(where, type)``), or None.
+
+    Conv/dense/pooling/add results are their exact accumulator types (every partial sum fits them),
+    so this bounds every value the graph computes. None for models without a ``spec``.
+    """
+    spec = getattr(module, "spec", None)
+    if spec is None and callable(getattr(module, "as_sequential", None)):  # e.g. the ECON-T encoder
+        spec = getattr(module.as_sequential(), "spec", None)
+    if spec is None or not hasattr(spec, "output_types"):
+        return None
+    tensors = [("input", spec.input.type)]
+    tensors += [(f"layer {layer.name!r} ({layer.kind})", t) for layer, t in zip(spec.layers, spec.output_types(),
+                                                                              strict=True)]
+    return max(tensors, key=lambda item: item[1].bits)
+
+
+def float32_exact(module: Any) -> bool:
+    """Every tensor of the model is exact in float32 (see :func:`widest_exact_type`); True when unknown."""
+    widest = widest_exact_type(module)
+    return widest is None or widest[1].bits <= FLOAT32_EXACT_BITS
+
+
+class Float64Executor:
+    """Run a QONNX graph node by node in float64 (exact for fixed-point types up to 53 bits).
+
+    ``Quant`` nodes run qonnx's own numpy ``int_quant``; channels-last nodes (qonnx's
+    ``channels_last`` domain) are transposed to channels-first around the standard op, as qonnx
+    does; every standard op runs in ``onnx.reference`` (numpy, so float64 kernels exist for all of
+    them, Conv included, where onnxruntime's CPU provider has none).
+    """
+
+    def __init__(self, model: ModelWrapper) -> None:
+        from onnx import numpy_helper
+
+        graph = model.graph
+        opset = next((o.version for o in model.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self.input_name, self.output_name = graph.input[0].name, graph.output[0].name
+        self.constants: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            value = numpy_helper.to_array(init)
+            self.constants[init.name] = value.astype(np.float64) if value.dtype.kind == "f" else value
+        self.steps = [self._step(node, opset) for node in graph.node]
+
+    def _step(self, node: Any, opset: int) -> tuple[Any, Any, Any]:
+        from onnx import TensorProto, helper
+        from onnx.reference import ReferenceEvaluator
+
+        from aeforge.quantize.qonnx_layout import CHANNELS_LAST_DOMAIN
+
+        if node.op_type == "Quant" and node.domain.startswith("qonnx"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            return node, "quant", {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        if node.domain not in ("", "ai.onnx", CHANNELS_LAST_DOMAIN):
+            raise ArtifactError(f"QONNX node '{node.name}' ({node.domain}::{node.op_type}): not supported by the "
+                                "float64 executor")
+        standard = helper.make_node(node.op_type, list(node.input), list(node.output), name=node.name,
+                                    **{a.name: helper.get_attribute_value(a) for a in node.attribute})
+        graph = helper.make_graph([standard], "node",
+                                  [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in node.input
+                                   if n],
+                                  [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in node.output])
+        evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+        return node, "channels_last" if node.domain == CHANNELS_LAST_DOMAIN else "standard", evaluator
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The graph output for one batch (float64, the batch size the graph was made for)."""
+        from qonnx.custom_op.general.quant import quant
+
+        context = dict(self.constants)
+        context[self.input_name] = np.asarray(batch, dtype=np.float64)
+        for node, kind, how in self.steps:
+            inputs = [context[name] if name else None for name in node.input]
+            if kind == "quant":
+                x, scale, zero, bits = inputs
+                outputs = [quant(x, scale, zero, bits, how.get("signed", 1), how.get("narrow", 0),
+                                 how.get("rounding_mode", "ROUND"))]
+            elif kind == "channels_last":  # data (and a conv's weight) to channels-first and back, as qonnx
+                rank = inputs[0].ndim
+                first, last = (0, rank - 1, *range(1, rank - 1)), (0, *range(2, rank), 1)
+                moved = [np.transpose(v, first) if i < (2 if node.op_type == "Conv" else 1) else v
+                         for i, v in enumerate(inputs)]
+                outputs = [np.transpose(v, last) for v in how.run(None, dict(zip(node.input, moved, strict=True)))]
+            else:
+                outputs = how.run(None, {n: v for n, v in zip(node.input, inputs, strict=True) if n})
+            for name, value in zip(node.output, outputs, strict=True):
+                value = np.asarray(value)
+                context[name] = value.astype(np.float64) if value.dtype.kind == "f" else value
+        return context[self.output_name]
 
 
 def _with_batch_size(model: ModelWrapper, batch: int) -> ModelWrapper:
@@ -224,6 +329,7 @@ def verify_hls(
         reference = np.moveaxis(reference, 1, -1)
     return [
         compare(reference, reference, output_type, "brevitas"),
-        compare(reference, predict_qonnx(qonnx_model, nhwc, input_type), output_type, "qonnx"),
+        compare(reference, predict_qonnx(qonnx_model, nhwc, input_type, float64=not float32_exact(model)), output_type,
+                "qonnx"),
         compare(reference, predict_hls_csim(project_dir, nhwc, input_type), output_type, "hls_csim"),
     ]

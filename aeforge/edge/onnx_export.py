@@ -35,6 +35,9 @@ values and ``Add`` of two quantized tensors (residual) are exact while their exa
 (:func:`~aeforge.quantize.models.spec.avgpool_type`, :func:`~aeforge.quantize.models.spec.add_type`)
 fits float32's 24-bit mantissa, as are conv/dense accumulators (float32 is exact while every
 partial sum stays below 2**24 LSBs; the worst-case type may be wider, e.g. ECON-T's 26-bit dense).
+A conv or average pool whose exact type is wider than 24 bits cannot be exact in onnxruntime (its
+CPU ``Conv``/``AveragePool`` have no float64 kernel): :func:`ort_inexact_reason` says so and
+``EdgeExport.inexact_reason`` records it (``aeforge verify`` skips ort, ``predict --target ort`` refuses).
 The sum of squares of an ``sq_error`` layer (``Sub -> Mul -> ReduceSum``; every partial sum is
 non-negative and at most the result) is exact in float32 while its exact type has at most 24 bits;
 wider (up to 53 bits) it is computed in float64 (a ``Cast`` on each input, a double graph output,
@@ -71,7 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aeforge.edge.qdq_lowering import ExactSum, lower, quiet
+from aeforge.edge.qdq_lowering import FLOAT32_MANTISSA_BITS, ExactSum, lower, quiet
 from aeforge.edge.trt_rules import TrtViolation, check_trt
 from aeforge.errors import ArtifactError, ConfigError
 
@@ -114,6 +117,12 @@ class EdgeExport:
     sha256: str
     trt_violations: tuple[TrtViolation, ...] = field(default_factory=tuple)
     precision: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inexact_reason: str | None = None  # why onnxruntime cannot run it exactly (ort_inexact_reason); None: exact
+
+    @property
+    def exact_in_ort(self) -> bool:
+        """onnxruntime (CPU, float32 with float64 sums where exported so) can run it bit-exactly."""
+        return self.inexact_reason is None
 
     @property
     def dynamic_batch(self) -> bool:
@@ -135,6 +144,7 @@ class EdgeExport:
             "sha256": self.sha256,
             "trt_violations": [v.as_dict() for v in self.trt_violations],
             "precision": copy.deepcopy(self.precision),
+            "inexact_reason": self.inexact_reason,
         }
 
 
@@ -237,7 +247,37 @@ def export_edge_onnx(
         sha256=hashlib.sha256(data).hexdigest(),
         trt_violations=violations,
         precision=precision,
+        inexact_reason=ort_inexact_reason(module),
     )
+
+
+NO_FLOAT64_KERNEL = {"conv1d": "Conv", "conv2d": "Conv", "avgpool": "AveragePool"}
+"""Layer kinds whose ONNX op has no float64 kernel in onnxruntime's CPU provider (measured with ORT 1.x)."""
+
+
+def ort_inexact_reason(module: Any) -> str | None:
+    """Why onnxruntime cannot run the edge export of ``module`` bit-exactly, or None.
+
+    A layer whose exact result type (its accumulator, every partial sum included) is wider than
+    float32's 24-bit mantissa is computed inexactly in float32; when its op has no float64 kernel
+    in onnxruntime (``Conv``, ``AveragePool``) no session can compute it exactly. Wide ``dense``
+    sums (``MatMul``, which has float64 kernels) stay float32 in the export and are exact while the
+    actual partial sums stay below 2**24 LSBs, which verification measures; ``sq_error`` sums are
+    exported in float64 (``precision``).
+    """
+    spec = getattr(module, "spec", None)
+    if spec is None and callable(getattr(module, "as_sequential", None)):
+        spec = getattr(module.as_sequential(), "spec", None)
+    if spec is None or not hasattr(spec, "output_types") or getattr(module, "quantized", True) is False:
+        return None
+    for index, (layer, out_type) in enumerate(zip(spec.layers, spec.output_types(), strict=True)):
+        op = NO_FLOAT64_KERNEL.get(getattr(layer, "kind", ""))
+        if op is not None and out_type.bits > FLOAT32_MANTISSA_BITS:
+            return (f"layers.{index} ({layer.kind} {layer.name!r}): its exact result {out_type.ap_type()} needs "
+                    f"{out_type.bits} bits, more than float32's {FLOAT32_MANTISSA_BITS}-bit mantissa, and "
+                    f"onnxruntime's CPU {op} has no float64 kernel, so onnxruntime cannot compute it exactly "
+                    "(give the layer an output quantizer or narrower weights/inputs)")
+    return None
 
 
 def exact_sums(module: Any) -> tuple[ExactSum, ...]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from aeforge.errors import ArtifactError, DataError
+from aeforge.errors import ArtifactError, DataError, QuantizationError
 from aeforge.quantize.models.boundary import HardwareModel, hardware_model
 from aeforge.stages.export import _temporary_qonnx, load_qonnx
 from aeforge.stages.hls import hls_project_dir
@@ -36,7 +36,10 @@ def predict(
         outputs = predict_brevitas(model.module, inputs_nchw, model.input_type)
     elif target == "qonnx":
         qonnx_model = load_qonnx(run_dir) if (Path(run_dir) / QONNX_DIR).is_dir() else _temporary_qonnx(model)
-        outputs = _channels_first(model, predict_qonnx(qonnx_model, nchw_to_nhwc(inputs_nchw), model.input_type))
+        from aeforge.verification import float32_exact
+
+        outputs = _channels_first(model, predict_qonnx(qonnx_model, nchw_to_nhwc(inputs_nchw), model.input_type,
+                                                       float64=not float32_exact(model.module)))
     elif target == "hls":
         project = hls_project_dir(run_dir)
         if project is None:
@@ -66,11 +69,19 @@ def _channels_first(model: HardwareModel, outputs: np.ndarray) -> np.ndarray:
 
 
 def _predict_ort(model: HardwareModel, inputs_nchw: np.ndarray) -> np.ndarray:
-    """onnxruntime (CPU, exact session options) on the edge QDQ export of the hardware model."""
+    """onnxruntime (CPU, exact session options) on the edge QDQ export of the hardware model.
+
+    Refused (:class:`QuantizationError`) when the export cannot be exact in onnxruntime
+    (:func:`~aeforge.edge.onnx_export.ort_inexact_reason`).
+    """
     import tempfile
 
-    from aeforge.edge.onnx_export import export_edge_onnx
+    from aeforge.edge.onnx_export import export_edge_onnx, ort_inexact_reason
     from aeforge.edge.runners.ort_runner import ort_predict
+
+    reason = ort_inexact_reason(model.module)
+    if reason is not None:
+        raise QuantizationError(f"ort: not bit-exact in onnxruntime: {reason}")
 
     with tempfile.TemporaryDirectory(prefix="aeforge_ort_") as scratch:
         exported = export_edge_onnx(model.module, model.input_shape, Path(scratch) / "model.onnx", fmt="qdq")
@@ -111,9 +122,12 @@ def verify_stage(run_dir: str | Path, n: int = 10_000, seed: int = 0) -> dict[st
     else:
         results["targets"]["rtl"] = compare(
             reference, predict(run_dir, inputs, "rtl", model), model.output_type, "rtl").as_dict()
+    from aeforge.edge.onnx_export import ort_inexact_reason
     from aeforge.edge.runners.ort_runner import provider_unavailable_reason
 
     reason = provider_unavailable_reason("cpu")
+    if reason is None and ort_inexact_reason(model.module) is not None:
+        reason = f"not bit-exact in onnxruntime: {ort_inexact_reason(model.module)}"
     if reason is not None:
         results["skipped"]["ort"] = reason
     else:

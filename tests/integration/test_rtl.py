@@ -145,17 +145,17 @@ def test_existing_directory_is_refused_and_failure_leaves_nothing(tmp_path) -> N
 def test_unsupported_types_and_models_are_named(tmp_path) -> None:
     import dataclasses
 
-    from aeforge.hls.rtl import generate_rtl, trace_model
+    from aeforge.hls.rtl import trace_model
     from aeforge.quantize.models.econt import build_autoencoder
 
     with pytest.raises(ArtifactError, match="encoder"):
         trace_model(build_autoencoder(ModelConfig(), QuantConfig()))
     with pytest.raises(ArtifactError, match="accepts a SequentialQuantModel"):
         trace_model(torch.nn.Linear(2, 2))
-    wide = dataclasses.replace(QuantConfig(), conv_activation=FixedPoint(40, 10, signed=False))
-    with pytest.raises(QuantizationError, match=r"conv_act.*32 bits"):
-        generate_rtl(build_autoencoder(ModelConfig(), wide).encoder, tmp_path / "wide")
-    assert not (tmp_path / "wide").exists()
+    from aeforge.hls.rtl.trace import MAX_TYPE_BITS, check_type
+
+    check_type(FixedPoint(64, 30), "widest")  # int64 lanes: up to 64 bits (FixedPoint's own limit)
+    assert MAX_TYPE_BITS == 64
     trn_zero = dataclasses.replace(QuantConfig(), latent=FixedPoint(9, 1, signed=False, rounding="TRN_ZERO"))
     with pytest.raises(QuantizationError, match=r"latent_act.*TRN_ZERO"):
         trace_model(build_autoencoder(ModelConfig(), trn_zero).encoder)
@@ -209,3 +209,30 @@ def test_vhdl_project_has_the_interface_top(tmp_path) -> None:
     assert "entity aeforge_model_top is port(" in text and "valid_out:out std_logic" in text
     assert "rising_edge(clk)" in text and "entity work.aeforge_model_wrapper" in text
     assert "src/aeforge_model_top.vhd" in project.files
+
+
+def _wide_mlp():
+    """A dense layer without an output quantizer: its exact accumulator is a ~40-bit output port lane."""
+    from aeforge.quantize.models.sequential import build_sequential
+
+    spec = {
+        "input": {"shape": [16], "type": "ap_fixed<24,8,AP_RND_CONV,AP_SAT>"},
+        "layers": [
+            {"kind": "dense", "name": "fc", "units": 6, "weight": "ap_fixed<12,2,AP_RND_CONV,AP_SAT>",
+             "bias": "ap_fixed<12,4,AP_RND_CONV,AP_SAT>"},
+            {"kind": "quant", "name": "out", "type": "ap_fixed<48,18,AP_RND_CONV,AP_SAT>"},
+        ],
+    }
+    model = build_sequential(spec).eval()
+    _trained_like(model, seed=4)
+    return model
+
+
+@needs_sim
+def test_port_lanes_wider_than_32_bits_are_simulated_exactly(tmp_path) -> None:
+    """int64 lanes in aeforge's Verilator binder: a > 32-bit output lane, pipelined (probe and II path)."""
+    model = _wide_mlp()
+    inputs = _uniform_inputs(model, 300)
+    project = _check(model, inputs, tmp_path, 2)
+    assert 32 < project.output.lane_bits <= 64
+    assert "aeforge_inference64" in (project.out_dir / "sim" / "aeforge_model_wrapper_binder.cc").read_text()

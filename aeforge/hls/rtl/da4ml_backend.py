@@ -32,7 +32,7 @@ from aeforge.hls.rtl.trace import (  # noqa: F401  (re-exported: the tracer live
     OVERFLOWS,
     ROUNDINGS,
     da4ml_available,
-    hardware_model,
+    to_sequential_model,
     trace_model,
 )
 
@@ -175,7 +175,8 @@ def _port(name: str, qints: Any) -> RtlPort:
                             "trained model is constant, so there is no datapath to build; retrain it or widen "
                             "its weight / activation types")
     if lane_bits > MAX_TYPE_BITS:
-        raise QuantizationError(f"{name}: lane width {lane_bits} bits is outside 1..{MAX_TYPE_BITS}")
+        raise QuantizationError(f"{name}: lane width {lane_bits} bits is outside 1..{MAX_TYPE_BITS} (the RTL "
+                                "simulation moves each lane through an int64)")
     signed = bool(k_max)
     if signed and lane_bits < 2:
         lane_bits, i_max = 2, i_max + 1
@@ -249,7 +250,7 @@ def generate_rtl(
             raise ArtifactError(f"{out_dir}: already exists; pass overwrite=True (--force) to replace it")
         if not (out_dir / MANIFEST).is_file():
             raise ArtifactError(f"{out_dir}: exists and is not an aeforge RTL project; refusing to replace it")
-    model = hardware_model(model)
+    model = to_sequential_model(model)
     comb = trace_model(model)
     pipe = _pipeline(comb, pipeline_stages, latency_cutoff)
     from da4ml.codegen import VerilogModel, VHDLModel
@@ -292,7 +293,7 @@ def generate_rtl(
         project = RtlProject(**{**project.__dict__, "interface_top": interface_top})
         write_interface_top(project, staging, interface_top)
         if language == "verilog":
-            _append_latency_probe(staging, project)
+            _write_binder(staging, project)
             write_testbench(project, staging, interface_top)
         files = tuple(f for f in _list_files(staging) if f != MANIFEST)
         seconds = time.perf_counter() - start
@@ -309,40 +310,179 @@ def generate_rtl(
     return project
 
 
-def _append_latency_probe(root: Path, project: RtlProject) -> None:
-    """Add ``aeforge_latency_probe`` to da4ml's C++ binder: apply input A, then B every cycle, and
-    record the output bus after each clock edge (for :func:`~aeforge.hls.rtl.simulate.measure_latency`)."""
+BINDER_ABI = "int64"
+"""Lane type of the C ABI of the emulator library aeforge writes (``aeforge_inference64``)."""
+
+_BINDER = r"""
+// ---- written by aeforge: int64 lanes (port lanes up to 64 bits), replacing da4ml's int32 harness
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+#include <verilated.h>
+#ifdef _OPENMP
+#include <omp.h>
+constexpr bool _openmp = true;
+#else
+constexpr bool _openmp = false;
+#endif
+
+namespace aeforge {
+using Words = std::vector<uint32_t>;
+
+// bits [pos, pos + bw) of the bus <- the low bw bits of value (bw <= 64)
+inline void put(Words &words, size_t pos, uint64_t value, size_t bw) {
+    for (size_t done = 0; done < bw;) {
+        size_t idx = (pos + done) / 32, off = (pos + done) % 32;
+        size_t take = std::min<size_t>(32 - off, bw - done);
+        uint64_t chunk = (value >> done) & ((uint64_t(1) << take) - 1);
+        words[idx] |= uint32_t(chunk << off);
+        done += take;
+    }
+}
+
+inline uint64_t get(const Words &words, size_t pos, size_t bw) {
+    uint64_t value = 0;
+    for (size_t done = 0; done < bw;) {
+        size_t idx = (pos + done) / 32, off = (pos + done) % 32;
+        size_t take = std::min<size_t>(32 - off, bw - done);
+        uint64_t chunk = (uint64_t(words[idx]) >> off) & ((uint64_t(1) << take) - 1);
+        value |= chunk << done;
+        done += take;
+    }
+    return value;
+}
+
+template <typename T> std::enable_if_t<std::is_integral_v<T>> store(T &bus, const Words &words) {
+    uint64_t value = words[0];
+    if (words.size() > 1) value |= uint64_t(words[1]) << 32;
+    bus = static_cast<T>(value);
+}
+
+template <size_t N> void store(VlWide<N> &bus, const Words &words) {
+    for (size_t i = 0; i < N; ++i) bus[i] = i < words.size() ? words[i] : 0;
+}
+
+template <typename T> std::enable_if_t<std::is_integral_v<T>> load(const T &bus, Words &words) {
+    uint64_t value = static_cast<uint64_t>(bus);
+    words[0] = uint32_t(value);
+    if (words.size() > 1) words[1] = uint32_t(value >> 32);
+}
+
+template <size_t N> void load(const VlWide<N> &bus, Words &words) {
+    for (size_t i = 0; i < words.size() && i < N; ++i) words[i] = bus[i];
+}
+
+template <size_t N, size_t BW, typename Bus> void write_lanes(Bus &bus, const int64_t *lanes) {
+    static_assert(BW > 0 && BW <= 64, "lane width must be 1..64 bits");
+    Words words((N * BW + 31) / 32, 0);
+    for (size_t i = 0; i < N; ++i) put(words, i * BW, static_cast<uint64_t>(lanes[i]), BW);
+    store(bus, words);
+}
+
+template <size_t N, size_t BW, typename Bus> void read_lanes(const Bus &bus, int64_t *lanes) {
+    static_assert(BW > 0 && BW <= 64, "lane width must be 1..64 bits");
+    Words words((N * BW + 31) / 32, 0);
+    load(bus, words);
+    for (size_t i = 0; i < N; ++i) lanes[i] = static_cast<int64_t>(get(words, i * BW, BW));
+}
+
+template <typename C> void run(const int64_t *inp, int64_t *out, size_t n) {
+    auto dut = std::make_unique<typename C::dut_t>();
+    if constexpr (C::II == 0) {
+        for (size_t i = 0; i < n; ++i) {
+            write_lanes<C::N_inp, C::max_inp_bw>(dut->model_inp, &inp[i * C::N_inp]);
+            dut->eval();
+            read_lanes<C::N_out, C::max_out_bw>(dut->model_out, &out[i * C::N_out]);
+        }
+    } else {
+        size_t cycles = n * C::II + (C::latency - C::II) + 1;
+        for (size_t t = 0; t < cycles; ++t) {
+            if (t < n * C::II && t % C::II == 0)
+                write_lanes<C::N_inp, C::max_inp_bw>(dut->model_inp, &inp[t / C::II * C::N_inp]);
+            dut->clk = 0;
+            dut->eval();
+            dut->clk = 1;
+            dut->eval();
+            if (t >= C::latency && (t - C::latency) % C::II == 0)
+                read_lanes<C::N_out, C::max_out_bw>(dut->model_out, &out[(t - C::latency) / C::II * C::N_out]);
+        }
+    }
+    dut->final();
+}
+
+// input A before the first clock edge, then B on every cycle; the output bus after each edge
+// (after each eval for combinational logic)
+template <typename C> void probe(const int64_t *inp_a, const int64_t *inp_b, int64_t *trace, size_t n_cycles) {
+    auto dut = std::make_unique<typename C::dut_t>();
+    for (size_t t = 0; t < n_cycles; ++t) {
+        write_lanes<C::N_inp, C::max_inp_bw>(dut->model_inp, t == 0 ? inp_a : inp_b);
+        if constexpr (C::II != 0) {
+            dut->clk = 0;
+            dut->eval();
+            dut->clk = 1;
+        }
+        dut->eval();
+        read_lanes<C::N_out, C::max_out_bw>(dut->model_out, &trace[t * C::N_out]);
+    }
+    dut->final();
+}
+
+template <typename C> void batch(const int64_t *inp, int64_t *out, size_t n, size_t n_threads) {
+#ifdef _OPENMP
+    size_t threads = n_threads == 0 ? size_t(omp_get_max_threads()) : n_threads;
+    threads = std::max<size_t>(1, std::min(threads, n));
+    size_t per = (n + threads - 1) / threads;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < threads; ++i) {
+        size_t start = std::min(n, i * per), end = std::min(n, start + per);
+        if (end > start) run<C>(&inp[start * C::N_inp], &out[start * C::N_out], end - start);
+    }
+#else
+    (void)n_threads;
+    run<C>(inp, out, n);
+#endif
+}
+}  // namespace aeforge
+
+extern "C" {
+bool openmp_enabled() { return _openmp; }
+
+void aeforge_inference64(const int64_t *inp, int64_t *out, size_t n_samples, size_t n_threads) {
+    if (n_samples) aeforge::batch<CONFIG>(inp, out, n_samples, n_threads);
+}
+
+// latency measurement (see aeforge::probe)
+void aeforge_latency_probe64(const int64_t *inp_a, const int64_t *inp_b, int64_t *trace, size_t n_cycles) {
+    aeforge::probe<CONFIG>(inp_a, inp_b, trace, n_cycles);
+}
+}
+"""
+
+
+def _write_binder(root: Path, project: RtlProject) -> None:
+    """Replace da4ml's C++ binder (int32 lanes, at most 32 bits) with aeforge's int64-lane one.
+
+    Keeps da4ml's ``<top>_config`` struct (bus sizes, lane widths, II, latency) and exports
+    ``aeforge_inference64`` and ``aeforge_latency_probe64`` (for
+    :func:`~aeforge.hls.rtl.simulate.rtl_predict` and :func:`~aeforge.hls.rtl.simulate.measure_latency`).
+    """
+    import re
+
     binder = root / "sim" / f"{project.top}_binder.cc"
     config = f"{project.top}_config"
-    if project.pipelined:
-        body = """
-    for (size_t t = 0; t < n_cycles; ++t) {
-        write_input<C::N_inp, C::max_inp_bw>(dut->model_inp, t == 0 ? inp_a : inp_b);
-        dut->clk = 0;
-        dut->eval();
-        dut->clk = 1;
-        dut->eval();
-        read_output<C::N_out, C::max_out_bw>(dut->model_out, &trace[t * C::N_out]);
-    }"""
-    else:
-        body = """
-    for (size_t t = 0; t < n_cycles; ++t) {
-        write_input<C::N_inp, C::max_inp_bw>(dut->model_inp, t == 0 ? inp_a : inp_b);
-        dut->eval();
-        read_output<C::N_out, C::max_out_bw>(dut->model_out, &trace[t * C::N_out]);
-    }"""
-    probe = f"""
-// added by aeforge: latency measurement
-extern "C" void aeforge_latency_probe(int32_t *inp_a, int32_t *inp_b, int32_t *trace, size_t n_cycles) {{
-    using C = {config};
-    auto dut = std::make_unique<typename C::dut_t>();{body}
-    dut->final();
-}}
-"""
     text = binder.read_text(encoding="utf-8")
-    if "#include <memory>" not in text:
-        text = "#include <memory>\n" + text
-    binder.write_text(text + probe, encoding="utf-8")
+    match = re.search(rf"struct {config} \{{.*?\n\}};", text, flags=re.DOTALL)
+    if match is None:
+        raise ArtifactError(f"{binder}: da4ml's binder has no {config} struct (unsupported da4ml version)")
+    for key, value in (("max_inp_bw", project.input.lane_bits), ("max_out_bw", project.output.lane_bits)):
+        found = re.search(rf"{key} = (\d+);", match.group(0))
+        if found is None or int(found.group(1)) != value:
+            raise ArtifactError(f"{binder}: da4ml's {key} is not the {value}-bit lane aeforge computed")
+    header = f'#include "V{project.top}.h"\n\n{match.group(0)}\n#define CONFIG {config}\n'
+    binder.write_text(_BINDER.replace("#include <verilated.h>", "#include <verilated.h>\n" + header, 1),
+                      encoding="utf-8")
 
 
 def bus_layout_doc(project: RtlProject) -> str:

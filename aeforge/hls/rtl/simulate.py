@@ -1,12 +1,14 @@
 """Bit-exact RTL simulation of a generated project with Verilator (da4ml's emulator harness).
 
 da4ml writes a C++ binder (``sim/<top>_binder.cc``) and a makefile (``sim/build_binder.mk``) that
-verilate the top module into a shared library whose ``inference(int32 *in, int32 *out, n, threads)``
-clocks one input vector per cycle through the design. :func:`rtl_predict` builds that library
-once per project (kept in ``sim/``), moves the inputs in as bit patterns
-(:meth:`FixedPoint.to_bits` of the input lane type) and reads the output bus back through
-:meth:`FixedPoint.from_bits`. :func:`measure_latency` runs aeforge's probe (appended to the binder
-by :func:`~aeforge.hls.rtl.da4ml_backend.generate_rtl`): input A before the first clock edge, B
+verilate the top module into a shared library; :func:`~aeforge.hls.rtl.da4ml_backend.generate_rtl`
+replaces da4ml's binder (int32 lanes, at most 32 bits) with aeforge's, whose
+``aeforge_inference64(int64 *in, int64 *out, n, threads)`` clocks one input vector per cycle through
+the design with one int64 per bus element, so port lanes may be up to 64 bits wide (output values are
+returned as float64: exact up to 53 significant bits). :func:`rtl_predict` builds that library
+once per project (kept in ``sim/``), moves the inputs in as lane bit patterns
+(:func:`lane_patterns`) and reads the output bus back (:func:`lane_values`). :func:`measure_latency`
+runs aeforge's probe (in the same binder): input A before the first clock edge, B
 afterwards, and the output bus after every edge; the latency is the number of edges until A's
 result appears (0 for combinational logic).
 
@@ -26,12 +28,14 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aeforge.errors import ArtifactError, DataError, ToolUnavailableError
+from aeforge.errors import ArtifactError, DataError, QuantizationError, ToolUnavailableError
+from aeforge.fixedpoint import FixedPoint
 from aeforge.hls.rtl.da4ml_backend import RtlProject
 from aeforge.proc import DEFAULT_TOOL_TIMEOUT_S, run_tool
 
@@ -86,7 +90,9 @@ def _lib_path(project: RtlProject) -> Path:
     return project.out_dir / "sim" / f"lib{project.top}_{LIB_STAMP}.so"
 
 
-_LOADED: dict[str, ctypes.CDLL] = {}
+_LOADED: dict[str, _Emulator] = {}
+MAX_LANE_BITS = 64
+"""Widest port lane the emulator and the testbench move (int64 lanes)."""
 
 
 FAST_BUILD = ("OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0", r"CFLAGS=-std=c++17\ -fPIC\ -O0")
@@ -130,31 +136,80 @@ def build_emulator(project: RtlProject, jobs: int | None = None, force: bool = F
     return lib
 
 
-def _load(project: RtlProject) -> ctypes.CDLL:
+@dataclass(frozen=True)
+class _Emulator:
+    """The loaded emulator library and the integer type of its lanes (int64; int32 in old projects)."""
+
+    lib: ctypes.CDLL
+    lane_dtype: type[np.signedinteger[Any]]
+    infer: Any  # (inp, out, n_samples, n_threads)
+    probe: Any  # (inp_a, inp_b, trace, n_cycles)
+
+
+def _load(project: RtlProject) -> _Emulator:
     lib_path = build_emulator(project)
     key = str(lib_path.resolve())
     if key not in _LOADED:
         lib = ctypes.CDLL(key)
-        lib.inference.argtypes = [
-            ctypes.POINTER(ctypes.c_int32),
-            ctypes.POINTER(ctypes.c_int32),
-            ctypes.c_size_t,
-            ctypes.c_size_t,
-        ]
-        lib.inference.restype = None
-        lib.aeforge_latency_probe.argtypes = [
-            ctypes.POINTER(ctypes.c_int32),
-            ctypes.POINTER(ctypes.c_int32),
-            ctypes.POINTER(ctypes.c_int32),
-            ctypes.c_size_t,
-        ]
-        lib.aeforge_latency_probe.restype = None
-        _LOADED[key] = lib
+        if hasattr(lib, "aeforge_inference64"):  # aeforge's binder: int64 lanes, up to 64 bits
+            lane, infer, probe = ctypes.c_int64, lib.aeforge_inference64, lib.aeforge_latency_probe64
+            dtype: type[np.signedinteger[Any]] = np.int64
+        else:  # projects generated before the int64 binder: da4ml's int32 harness
+            lane, infer, probe = ctypes.c_int32, lib.inference, lib.aeforge_latency_probe
+            dtype = np.int32
+        pointer = ctypes.POINTER(lane)
+        infer.argtypes = [pointer, pointer, ctypes.c_size_t, ctypes.c_size_t]
+        infer.restype = None
+        probe.argtypes = [pointer, pointer, pointer, ctypes.c_size_t]
+        probe.restype = None
+        _LOADED[key] = _Emulator(lib, dtype, infer, probe)
     return _LOADED[key]
 
 
+def lane_patterns(lane_type: FixedPoint, values: np.ndarray, where: str = "RTL input") -> np.ndarray:
+    """Values on ``lane_type``'s grid -> int64 bit patterns (two's complement in the low ``bits``).
+
+    Exact for lanes up to 64 bits (the values are float64, so their codes have at most 53 significant
+    bits). Raises :class:`DataError` for values off the grid or outside the lane's range.
+    """
+    check_lane_bits(lane_type.bits, where)
+    scaled = np.ldexp(np.asarray(values, dtype=np.float64), lane_type.frac_bits)
+    low, high = lane_type.min_code, lane_type.max_code
+    if np.any(scaled != np.round(scaled)) or np.any((scaled < low) | (scaled > high)):
+        raise DataError(f"{where}: values off the grid or outside the range of the lane type {lane_type.ap_type()}")
+    unsigned = scaled.astype(np.uint64) if not lane_type.signed else scaled.astype(np.int64).view(np.uint64)
+    if lane_type.bits < 64:
+        unsigned = unsigned & np.uint64((1 << lane_type.bits) - 1)
+    return unsigned.view(np.int64)
+
+
+def lane_values(lane_type: FixedPoint, patterns: np.ndarray) -> np.ndarray:
+    """float64 values of ``bits``-wide lane patterns (any integer dtype; bits above the lane are ignored).
+
+    Exact while the codes have at most 53 significant bits (float64's mantissa); wider codes round.
+    """
+    check_lane_bits(lane_type.bits, "RTL output")
+    raw = np.asarray(patterns)
+    if raw.dtype.kind not in "iu":
+        raise DataError(f"lane patterns must be integers, got {raw.dtype}")
+    unsigned = raw.astype(np.int64).view(np.uint64) if raw.dtype.kind == "i" else raw.astype(np.uint64)
+    shift = 64 - lane_type.bits
+    if lane_type.signed:  # sign-extend the lane's top bit
+        codes = (unsigned << np.uint64(shift)).view(np.int64) >> np.int64(shift)
+    else:
+        codes = (unsigned << np.uint64(shift)) >> np.uint64(shift)
+    return np.ldexp(codes.astype(np.float64), -lane_type.frac_bits)
+
+
+def check_lane_bits(bits: int, where: str) -> None:
+    """Refuse lanes the emulator cannot move (the binder's lanes are int64)."""
+    if not 1 <= bits <= MAX_LANE_BITS:
+        raise QuantizationError(f"{where}: a {bits}-bit lane is outside the 1..{MAX_LANE_BITS} bits the RTL "
+                                "simulation moves (int64 lanes)")
+
+
 def _to_lanes(project: RtlProject, inputs_nchw: np.ndarray) -> np.ndarray:
-    """Channels-first inputs on the input grid -> int32 lane patterns, channels-last order."""
+    """Channels-first inputs on the input grid -> int64 lane patterns, channels-last order."""
     x = np.asarray(inputs_nchw, dtype=np.float64)
     if x.shape[1:] != tuple(project.input_shape):
         raise DataError(f"RTL inputs of shape {x.shape[1:]} per sample; the design takes {tuple(project.input_shape)}")
@@ -166,18 +221,16 @@ def _to_lanes(project: RtlProject, inputs_nchw: np.ndarray) -> np.ndarray:
     on_grid = project.input_type.quantize(x)
     if not np.array_equal(on_grid, x):
         raise DataError(f"RTL inputs must lie on the input grid {project.input_type.ap_type()} (use to_input_grid)")
-    bits = project.input.lane_type.to_bits(x).astype(np.uint32)
-    return np.ascontiguousarray(bits.view(np.int32))
+    return np.ascontiguousarray(lane_patterns(project.input.lane_type, x, "model_inp"))
 
 
 def _from_lanes(project: RtlProject, raw: np.ndarray) -> np.ndarray:
-    lane = project.output.lane_type
-    patterns = raw.astype(np.int64) & ((1 << lane.bits) - 1)
-    return lane.from_bits(patterns)
+    return lane_values(project.output.lane_type, raw)
 
 
 def _ptr(array: np.ndarray) -> Any:
-    return array.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+    lane = {np.dtype(np.int64): ctypes.c_int64, np.dtype(np.int32): ctypes.c_int32}[array.dtype]
+    return array.ctypes.data_as(ctypes.POINTER(lane))
 
 
 def rtl_predict(project: RtlProject, inputs_nchw_on_grid: np.ndarray, n_threads: int = 0) -> np.ndarray:
@@ -186,10 +239,10 @@ def rtl_predict(project: RtlProject, inputs_nchw_on_grid: np.ndarray, n_threads:
     Returns float64 outputs shaped like the torch model's (``(N, *project.output_shape)``), exact
     values of the output bus. ``n_threads`` 0 lets OpenMP choose.
     """
-    lanes = _to_lanes(project, inputs_nchw_on_grid)
-    lib = _load(project)
+    emulator = _load(project)
+    lanes = _to_lanes(project, inputs_nchw_on_grid).astype(emulator.lane_dtype)
     n = len(lanes)
-    out = np.zeros((n, project.output.elements), dtype=np.int32)
+    out = np.zeros((n, project.output.elements), dtype=emulator.lane_dtype)
     if n:
         memfiles = project.out_dir / "src" / "memfiles"
         needs_cwd = memfiles.is_dir() and any(memfiles.iterdir())  # lookup tables read at run time
@@ -197,7 +250,7 @@ def rtl_predict(project: RtlProject, inputs_nchw_on_grid: np.ndarray, n_threads:
         try:
             if needs_cwd:
                 os.chdir(memfiles)
-            lib.inference(_ptr(lanes), _ptr(out), n, n_threads)
+            emulator.infer(_ptr(lanes), _ptr(out), n, n_threads)
         finally:
             if needs_cwd:
                 os.chdir(cwd)
@@ -231,11 +284,11 @@ def measure_latency(project: RtlProject, inputs_nchw_on_grid: np.ndarray, max_cy
     if differing.size == 0:
         raise DataError("latency measurement needs two inputs with different results")
     b = int(differing[0])
-    lanes = _to_lanes(project, inputs_nchw_on_grid[[a, b]])
-    lib = _load(project)
-    trace = np.zeros((max_cycles, project.output.elements), dtype=np.int32)
+    emulator = _load(project)
+    lanes = _to_lanes(project, inputs_nchw_on_grid[[a, b]]).astype(emulator.lane_dtype)
+    trace = np.zeros((max_cycles, project.output.elements), dtype=emulator.lane_dtype)
     inp_a, inp_b = np.ascontiguousarray(lanes[0]), np.ascontiguousarray(lanes[1])
-    lib.aeforge_latency_probe(_ptr(inp_a), _ptr(inp_b), _ptr(trace), max_cycles)
+    emulator.probe(_ptr(inp_a), _ptr(inp_b), _ptr(trace), max_cycles)
     values = _from_lanes(project, trace)
     for t in range(max_cycles - 1):
         if np.array_equal(values[t], flat[a]) and np.array_equal(values[t + 1], flat[b]):

@@ -98,7 +98,7 @@ def build_testbench(project: RtlProject, jobs: int | None = None, force: bool = 
 
 
 def _bus_hex(lanes: np.ndarray, lane_bits: int) -> list[str]:
-    """int32 lane patterns (n, elements) -> one hex string per row, element 0 in the low bits."""
+    """int64 lane patterns (n, elements) -> one hex string per row, element 0 in the low bits."""
     mask = (1 << lane_bits) - 1
     rows = []
     for row in lanes:
@@ -150,7 +150,7 @@ def simulate_interface(
         lines = (work / TESTBENCH_OUTPUTS).read_text().split()
     cycles = np.array([int(c) for c in lines[0::2]], dtype=np.int64)
     raw = np.array([_bus_lanes(h, project.output.elements, project.output.lane_bits) for h in lines[1::2]],
-                   dtype=np.int64).reshape(-1, project.output.elements)
+                   dtype=np.uint64).reshape(-1, project.output.elements)  # lanes up to 64 bits
     if len(cycles) != n:
         raise ArtifactError(
             f"{project.out_dir}: {n} vectors went in with valid_in but valid_out marked {len(cycles)} results"

@@ -3,7 +3,7 @@
 da4ml has no PyTorch/Brevitas importer, so :func:`trace_model` replays the fixed-point semantics
 of the model's :class:`~aeforge.quantize.models.spec.SequentialSpec` (every hardware model is
 converted to its :class:`~aeforge.quantize.models.sequential.SequentialQuantModel` first,
-:func:`hardware_model`) on a ``FixedVariableArrayInput`` quantized to the input type. Per kind:
+:func:`to_sequential_model`) on a ``FixedVariableArrayInput`` quantized to the input type. Per kind:
 
 * ``conv1d`` / ``conv2d``: zero pad (the spec's explicit/same/valid padding), window slices and one
   constant matmul per output position (da4ml's CMVM solver: adder trees, no multipliers), bias add;
@@ -33,15 +33,15 @@ import numpy as np
 from aeforge.errors import ArtifactError, QuantizationError, ToolUnavailableError
 from aeforge.fixedpoint import FixedPoint
 
-MAX_TYPE_BITS = 32
-"""Widest fixed-point type the tracer accepts for a port or quantizer (the Verilator binder moves
-each bus element through an int32)."""
+MAX_TYPE_BITS = 64
+"""Widest fixed-point type the tracer accepts for a port or quantizer (aeforge's Verilator binder
+moves each bus element through an int64; internal widths are whatever da4ml derives)."""
 ROUNDINGS = ("RND_CONV", "TRN")
 OVERFLOWS = ("SAT", "SAT_SYM", "WRAP")
 
 
 # ------------------------------------------------------------------------------------ the model
-def hardware_model(model: Any, what: str = "the RTL generator") -> Any:
+def to_sequential_model(model: Any, what: str = "the RTL generator") -> Any:
     """The quantized :class:`SequentialQuantModel` of ``model`` (itself, or ``model.as_sequential()``).
 
     Raises :class:`ArtifactError` naming what is accepted: the ECON-T autoencoder (pass its
@@ -94,7 +94,8 @@ def check_type(spec: FixedPoint, where: str) -> None:
     """Refuse types the RTL path cannot build (too wide, unsupported rounding or overflow)."""
     if spec.bits > MAX_TYPE_BITS:
         raise QuantizationError(
-            f"{where}: {spec.ap_type()} is wider than the {MAX_TYPE_BITS} bits the RTL path supports"
+            f"{where}: {spec.ap_type()} is wider than the {MAX_TYPE_BITS} bits the RTL path supports (its "
+            "simulation moves each port lane through an int64)"
         )
     if spec.rounding not in ROUNDINGS:
         raise QuantizationError(
@@ -282,13 +283,13 @@ def trace_model(model: Any) -> Any:
 
     ``model``: a SequentialQuantModel or a model with ``as_sequential()`` (the ECON-T encoder).
     Raises :class:`ArtifactError` for other models (and float models), :class:`QuantizationError`
-    for types the generator cannot build (width > 32 bits, rounding other than RND_CONV/TRN,
+    for types the generator cannot build (width > 64 bits, rounding other than RND_CONV/TRN,
     overflow SAT_ZERO), :class:`ToolUnavailableError` without da4ml.
     """
     _require_da4ml()
     from da4ml.trace import FixedVariableArrayInput, comb_trace
 
-    model = hardware_model(model)
+    model = to_sequential_model(model)
     check_type(model.input_type, "input_quant")
     inp = FixedVariableArrayInput(model.spec.input.shape)  # channels-last, the bus order
     k, i, f = kif(model.input_type)
