@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aeforge import __version__
+from aeforge.cli_split import add_split_commands
+from aeforge.config import parse_overrides
 from aeforge.errors import AeforgeError
 from aeforge.sweep.command import configure_parser as configure_sweep  # argparse only; Optuna/Ray load on use
 
@@ -48,12 +50,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from aeforge.edge.split.config import config_family
 
-    if config_family(args.config) == "split":
-        return _train_split(args)
+    family = config_family(args.config)
+    if family == "split":
+        from aeforge.cli_split import train_split
+
+        return train_split(args)
+    if family == "autoencoder":
+        return _train_autoencoder(args)
     from aeforge.config import load_config
     from aeforge.quantize.train import save_training_run, train_experiment
 
-    config = load_config(args.config, overrides=_parse_overrides(args.set))
+    config = load_config(args.config, overrides=parse_overrides(args.set))
     out = Path(args.out) if args.out else Path("runs") / config.name
     from aeforge.artifact import RunWriter
 
@@ -66,115 +73,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _train_split(args: argparse.Namespace) -> int:
+def _train_autoencoder(args: argparse.Namespace) -> int:
     from aeforge.artifact import RunWriter
-    from aeforge.edge.split.config import load_split_config
-    from aeforge.edge.split.train import save_split_run, train_split_experiment
+    from aeforge.quantize.autoencoder import load_autoencoder_config, save_autoencoder_run, train_autoencoder
 
-    config = load_split_config(args.config, overrides=_parse_overrides(args.set))
+    config = load_autoencoder_config(args.config, overrides=parse_overrides(args.set))
     out = Path(args.out) if args.out else Path("runs") / config.name
-    RunWriter(out, kind="split", overwrite=args.force).check_target()  # fail before training
-    result = train_split_experiment(config, progress=False if args.quiet else None)
-    save_split_run(result, out, overwrite=args.force, command=sys.argv)
-    metrics = result.metrics
-    print(f"run: {out}")
-    print(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
-                    for key, value in metrics.items() if not isinstance(value, (dict, list))))
-    return EXIT_OK
-
-
-def _split_artifact_dir(path: str) -> Path:
-    """An exported split directory (with split.json), given it or the run it was exported into."""
-    from aeforge.errors import ArtifactError
-
-    given = Path(path)
-    for candidate in (given, given / "split"):
-        if (candidate / "split.json").is_file():
-            return candidate
-    raise ArtifactError(f"{given}: no split.json here or in {given / 'split'}; "
-                        f"run `aeforge export split {given}` first")
-
-
-def _cmd_export_split(args: argparse.Namespace) -> int:
-    from aeforge.edge.split.export import export_split
-
-    record = export_split(Path(args.run), out_dir=args.out, opset=args.opset, overwrite=args.force)
-    if args.json:
-        print(json.dumps(record, indent=2, default=str))
-        return EXIT_OK
-    code = record["code"]
-    print(f"split export: {record['path']} (head.onnx, tail.onnx, full.onnx, split.json; opset {record['opset']})")
-    print(f"  {record['backbone']} split after {record['split_after']}: code {code['shape']} {code['type']}")
-    print("  check: " + ", ".join(f"{key} {value}" for key, value in record["check"].items()
-                                  if not isinstance(value, (dict, list))))
-    return EXIT_OK
-
-
-def _cmd_export_triton(args: argparse.Namespace) -> int:
-    from aeforge.edge.split.triton_repo import write_triton_repository
-
-    model_dir = write_triton_repository(_split_artifact_dir(args.run), Path(args.out), model_name=args.model_name,
-                                        max_batch_size=args.max_batch)
-    print(f"Triton model repository: {model_dir} (tritonserver --model-repository {Path(args.out)})")
-    return EXIT_OK
-
-
-def _cmd_serve_tail(args: argparse.Namespace) -> int:
-    import time
-
-    from aeforge.edge.split.fastpath import FastPathServer, ZmqFastPathServer
-    from aeforge.edge.split.serve import TailServer
-
-    artifact = _split_artifact_dir(args.run)
-    common = {"host": args.host, "port": args.port, "token": args.token, "max_batch": args.max_batch,
-              "backend": args.backend}
-    server: TailServer | FastPathServer | ZmqFastPathServer
-    if args.transport == "grpc":
-        server = TailServer(artifact, **common)
-    elif args.transport == "tcp":
-        server = FastPathServer(artifact, **common)
-    else:
-        server = ZmqFastPathServer(artifact, **common)
-    server.start()
-    print(f"serving {artifact} ({args.transport}, {args.backend}) on {args.host}:{server.port}; Ctrl-C stops",
-          flush=True)
-    try:
-        if isinstance(server, ZmqFastPathServer):
-            while True:
-                time.sleep(1.0)
-        server.wait()
-    finally:
-        server.stop()
-    return EXIT_OK
-
-
-def _cmd_split_run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from aeforge.edge.split.client import SplitClient
-    from aeforge.errors import DataError
-
-    path = Path(args.input)
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found")
-    try:
-        images = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a numpy .npy array: {error}") from None
-    artifact = _split_artifact_dir(args.run)
-    with SplitClient(artifact, transport=args.transport, host=args.host, port=args.port, token=args.token,
-                     compression=args.compression) as client:
-        expected = tuple(client.artifact.input_shape[1:])
-        if images.ndim == 3:
-            images = images[None]
-        if tuple(images.shape[1:]) != expected:
-            raise DataError(f"{path}: images of shape {images.shape[1:]} given, the head expects {expected}")
-        result = client.infer(np.ascontiguousarray(images, dtype=np.float32))
-    if args.output:
-        from aeforge.artifact import write_npy_atomic
-
-        write_npy_atomic(Path(args.output), result.logits)
-    print(json.dumps(result.as_dict(), indent=2))
+    RunWriter(out, kind="train", overwrite=args.force).check_target()  # fail before training
+    result = train_autoencoder(config, progress=not args.quiet)
+    save_autoencoder_run(result, out, overwrite=args.force)
+    print(f"run: {out} (autoencoder; hardware artifact: {config.model.hardware}, "
+          f"output {result.hardware_spec.output_type.ap_type()})")
+    for name, values in result.metrics.items():
+        print(f"{name}: " + ", ".join(f"{phase} {value:.5g}" for phase, value in values.items()))
     return EXIT_OK
 
 
@@ -215,26 +126,37 @@ def _positive_int(text: str, option: str) -> int:
 
 
 def _cmd_check_trt(args: argparse.Namespace) -> int:
-    from aeforge.edge.trt_rules import check_trt, format_violations, polygraphy_lint
+    """Errors (TensorRT refuses the graph or computes other numbers) exit 1; notes (a layer in FP32) do not."""
+    from aeforge.edge.trt_rules import check_trt, format_violations, polygraphy_lint, split_severities
 
     violations = check_trt(args.model)
+    errors, notes = split_severities(violations, args.int8_only)
     lint = polygraphy_lint(args.model) if args.lint else []
+    lint_errors = [line for line in lint if not line.startswith(("warning:", "info:"))]
+    clean = not errors and not lint_errors
     if args.json:
-        print(json.dumps({"model": args.model, "violations": [v.as_dict() for v in violations], "lint": lint,
-                          "clean": not violations and not lint}, indent=2))
+        print(json.dumps({"model": args.model, "int8_only": args.int8_only, "clean": clean,
+                          "errors": [v.as_dict() for v in errors], "notes": [v.as_dict() for v in notes],
+                          "violations": [v.as_dict() for v in violations], "lint": lint,
+                          "lint_errors": lint_errors}, indent=2))
     else:
-        print(format_violations(violations, args.model))
+        print(format_violations(violations, args.model, int8_only=args.int8_only))
         for line in lint:
             print(f"polygraphy lint: {line}")
-    return EXIT_OK if not violations and not lint else EXIT_ERROR
+    return EXIT_OK if clean else EXIT_ERROR
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from aeforge.edge.deploy import build_bundle
 
-    bundle = build_bundle(Path(args.run), args.device, Path(args.out), n_expected=args.n, force=args.force)
+    bundle = build_bundle(Path(args.run), args.device, Path(args.out), n_expected=args.n, force=args.force,
+                          n_check=args.check_vectors)
     print(f"deploy bundle ({args.device}): {bundle}")
-    print(f"on the device: python3 {bundle / 'run.py'} --self-check && python3 {bundle / 'run.py'} --bench")
+    if args.device == "rpi":
+        print(f"on the Pi (64-bit OS): cd {bundle.name} && python3 -m venv venv && venv/bin/pip install --only-binary"
+              "=:all: -r requirements.txt && venv/bin/python run.py --self-check && venv/bin/python run.py --bench")
+    else:
+        print(f"on the device: python3 {bundle / 'run.py'} --self-check && python3 {bundle / 'run.py'} --bench")
     return EXIT_OK
 
 
@@ -357,7 +279,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     results = verify_stage(Path(args.run), n=args.n, seed=args.seed)
     print(json.dumps(results, indent=2) if args.json else format_verification(results))
-    return EXIT_OK if results["bit_exact"] else EXIT_ERROR
+    if not results["bit_exact"]:
+        return EXIT_ERROR
+    if not results["hardware_targets_run"] and not args.allow_skips:
+        print(f"aeforge verify: error: no hardware or edge target ran (only the QONNX export of the Brevitas "
+              f"model; skipped: {', '.join(results['skipped']) or 'none'}); build one (aeforge hls / rtl, install "
+              "onnxruntime) or pass --allow-skips to accept", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -374,7 +303,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         raise DataError(f"{input_path}: not a numpy .npy array: {error}") from None
     model = hardware_model(Path(args.run))
-    outputs = predict(Path(args.run), to_channels_first(model, raw, args.layout), args.target, model)
+    from aeforge.stages.verify import input_grid_report, input_grid_warnings
+
+    on_grid = to_channels_first(model, raw, args.layout)  # refuses NaN/inf and wrong shapes
+    for warning in input_grid_warnings(input_grid_report(model, raw)):
+        print(f"aeforge predict: warning: {warning}", file=sys.stderr)
+    outputs = predict(Path(args.run), on_grid, args.target, model)
     from aeforge.artifact import write_npy_atomic
 
     write_npy_atomic(output_path, outputs)
@@ -385,9 +319,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from aeforge.stages import import_qkeras_stage
 
-    summary = import_qkeras_stage(args.model, Path(args.weights), Path(args.out), force=args.force)
+    summary = import_qkeras_stage(args.model, Path(args.weights), Path(args.out), force=args.force,
+                                  input_type=args.input_type)
     kind = "ECON-T encoder" if summary["econt"] else "sequential model"
     print(f"run: {args.out} ({kind}, {summary['layers']} layers, output {summary['output_type']})")
+    defaulted = " (hls4ml's default: the model has no input quantizer; --input-type sets it)"
+    print(f"input type: {summary['input_type']}{defaulted if summary['input_defaulted'] else ''}")
+    if summary["postprocess"]:
+        print(f"softmax {summary['postprocess']['layer']!r}: host-side post-processing (hardware outputs logits)")
+    for folded in summary["folded_batchnorm"]:
+        print(f"folded {folded['batchnorm']!r} into {folded['into']!r} (as QKeras's QConv2DBatchnorm)")
+    if summary["ignored"]:
+        print(f"ignored (identities at inference): {', '.join(summary['ignored'])}")
     return EXIT_OK
 
 
@@ -400,18 +343,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(format_table(checks))
     return EXIT_OK
-
-
-def _parse_overrides(pairs: Sequence[str] | None) -> dict[str, object]:
-    import yaml
-
-    overrides: dict[str, object] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise AeforgeError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.qat_epochs=5")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,59 +385,29 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--force", action="store_true", help="replace an existing output file")
     onnx.set_defaults(handler=_cmd_export_onnx)
 
-    split_export = export_sub.add_parser("split", help="split run -> head.onnx (QDQ), tail.onnx, split.json")
-    split_export.add_argument("run", help="split run directory (aeforge train on a split config)")
-    split_export.add_argument("--out", help="output directory (default RUN/split)")
-    split_export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    split_export.add_argument("--json", action="store_true")
-    split_export.add_argument("--force", action="store_true", help="replace an existing export")
-    split_export.set_defaults(handler=_cmd_export_split)
-
-    triton = export_sub.add_parser("triton", help="Triton model repository of the split tail (config.pbtxt)")
-    triton.add_argument("run", help="split run or its exported directory")
-    triton.add_argument("--out", required=True, help="model repository directory")
-    triton.add_argument("--model-name", default="aeforge_tail")
-    triton.add_argument("--max-batch", type=int, default=64)
-    triton.set_defaults(handler=_cmd_export_triton)
-
-    serve = sub.add_parser("serve", help="serve a split tail (KServe v2 gRPC, TCP or ZeroMQ fast path)")
-    serve_sub = serve.add_subparsers(dest="what", metavar="WHAT", required=True)
-    tail = serve_sub.add_parser("tail", help="the server half of a split model")
-    tail.add_argument("run", help="split run or its exported directory")
-    tail.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)")
-    tail.add_argument("--port", type=int, default=8001)
-    tail.add_argument("--token", help="shared secret clients must send")
-    tail.add_argument("--transport", choices=["grpc", "tcp", "zmq"], default="grpc")
-    tail.add_argument("--max-batch", type=int, default=64)
-    tail.add_argument("--backend", choices=["ort", "trt"], default="ort")
-    tail.set_defaults(handler=_cmd_serve_tail)
-
-    split = sub.add_parser("split", help="split-computing client")
-    split_sub = split.add_subparsers(dest="what", metavar="WHAT", required=True)
-    split_run = split_sub.add_parser("run", help="head here, tail on the server: logits of images in a .npy")
-    split_run.add_argument("run", help="split run or its exported directory")
-    split_run.add_argument("--input", required=True, help=".npy float32 images (N, C, H, W)")
-    split_run.add_argument("--output", help=".npy to write the logits to")
-    split_run.add_argument("--host", default="127.0.0.1")
-    split_run.add_argument("--port", type=int, default=8001)
-    split_run.add_argument("--token")
-    split_run.add_argument("--transport", choices=["grpc", "tcp", "zmq"], default="grpc")
-    split_run.add_argument("--compression", choices=["none", "zlib", "zstd"], default="none")
-    split_run.set_defaults(handler=_cmd_split_run)
+    add_split_commands(sub, export_sub)
 
     check = sub.add_parser("check", help="static checks of an exported model")
     check_sub = check.add_subparsers(dest="checker", metavar="CHECK", required=True)
-    trt = check_sub.add_parser("trt", help="TensorRT explicit-quantization rules; exit 1 on any violation")
+    trt = check_sub.add_parser(
+        "trt", help="TensorRT explicit-quantization rules; exit 1 on errors (TensorRT refuses the graph or would "
+        "compute other numbers than Brevitas), not on notes (a layer runs exactly in FP32 instead of INT8)")
     trt.add_argument("model", help="ONNX file")
-    trt.add_argument("--lint", action="store_true", help="also run polygraphy lint (onnxruntime based)")
+    trt.add_argument("--int8-only", action="store_true",
+                     help="notes are errors too: every quantizer must run in TensorRT INT8")
+    trt.add_argument("--lint", action="store_true", help="also run polygraphy lint (onnxruntime based; its errors "
+                     "exit 1, its warnings do not)")
     trt.add_argument("--json", action="store_true")
     trt.set_defaults(handler=_cmd_check_trt)
 
-    deploy = sub.add_parser("deploy", help="self-contained bundle for a Jetson (TensorRT) or Raspberry Pi (ORT)")
+    deploy = sub.add_parser("deploy", help="self-contained bundle for a Jetson (TensorRT) or Raspberry Pi (ORT) "
+                            "of a trained, imported or split run (split: the head)")
     deploy.add_argument("run")
     deploy.add_argument("--device", choices=["jetson", "rpi"], required=True)
     deploy.add_argument("--out", required=True, help="bundle directory to create")
     deploy.add_argument("--n", type=int, default=8, help="expected input/output vectors stored (default 8)")
+    deploy.add_argument("--check-vectors", type=int, default=0, metavar="N",
+                        help="also record N vectors in check.npz for run.py --self-check (e.g. 10000; default none)")
     deploy.add_argument("--force", action="store_true", help="replace an existing bundle")
     deploy.set_defaults(handler=_cmd_deploy)
 
@@ -555,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--n", type=int, default=10_000, help="number of input vectors (default 10000)")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--json", action="store_true")
+    verify.add_argument("--allow-skips", action="store_true",
+                        help="exit 0 even when no hardware/edge target (HLS, RTL, onnxruntime) ran")
     verify.set_defaults(handler=_cmd_verify)
 
     predict = sub.add_parser("predict", help="run a target on inputs from a .npy file")
@@ -595,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     qkeras.add_argument("--model", help="Keras model JSON (model.to_json()); omit for a full-model .h5")
     qkeras.add_argument("--weights", required=True, help="HDF5 weights (model.save_weights or model.save)")
     qkeras.add_argument("--out", required=True, help="run directory to write")
+    qkeras.add_argument("--input-type", metavar="T", help="input type of a model without an input quantizer, "
+                        "e.g. 'ap_fixed<12,4>' (default: hls4ml's ap_fixed<16,6>)")
     qkeras.add_argument("--force", action="store_true", help="replace an existing run")
     qkeras.set_defaults(handler=_cmd_import)
 
@@ -616,6 +521,8 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"brevitas(\.|$)")
     # torch's ONNX exporter warns that torchvision is absent, once per op it cannot register
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # "No CUDA runtime is found, using CUDA_HOME=..." on every CPU-only call (brevitas imports cpp_extension)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,14 @@ def _convert(hint: Any, value: Any, dotted: str, lines: dict[str, int], source: 
             raise ConfigError(f"{where(dotted)}: expected a string, got {value!r}")
         return value
     return value
+
+
+def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as ``{dotted key: YAML value}``; a pair without ``=`` is an error."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.qat_epochs=5")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
