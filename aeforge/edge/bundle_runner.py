@@ -5,8 +5,8 @@ Needs only numpy and the bundle's runtime: onnxruntime (``rpi`` bundles) or tens
 cuda-python or pycuda (``jetson`` bundles). aeforge itself is NOT needed (only ``--energy`` uses
 the aeforge harness when it happens to be installed).
 
-    python run.py --self-check                  # expected outputs of the Brevitas model, within tolerance
-    python run.py --bench [--seconds S] [--batch B] [--threads T] [--json FILE]
+    python run.py --self-check [--quick] [--json FILE]   # expected outputs of the Brevitas model
+    python run.py --bench [--seconds S] [--batch B] [--threads T] [--label L] [--json FILE]
     python run.py --energy                      # needs the aeforge harness (aeforge bench)
 
 Exit codes: 0 ok; 1 self-check mismatch; 2 runtime not available (onnxruntime / tensorrt /
@@ -62,6 +62,13 @@ def load_manifest(bundle: Path) -> dict:
         raise BundleExit(EXIT_INVALID, f"{model}: model file missing")
     if _sha256(model) != expected_sha256:
         raise BundleExit(EXIT_INVALID, f"{model}: sha256 differs from the manifest (modified or truncated)")
+    check = manifest.get("check_set")
+    if check:
+        path = bundle / str(check.get("file", ""))
+        if not path.is_file():
+            raise BundleExit(EXIT_INVALID, f"{path}: recorded check set missing")
+        if _sha256(path) != check.get("sha256"):
+            raise BundleExit(EXIT_INVALID, f"{path}: sha256 differs from the manifest (modified or truncated)")
     return manifest
 
 
@@ -83,6 +90,8 @@ class OrtBackend:
             options.inter_op_num_threads = 1
         self.version = ort.__version__
         self.session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        self.providers = list(self.session.get_providers())
+        self.available_providers = list(ort.get_available_providers())
         self.input_name = input_name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -176,6 +185,7 @@ class TrtBackend:
                              "(python3-libnvinfer) or pip install tensorrt") from None
         self.trt = trt
         self.version = trt.__version__
+        self.providers = self.available_providers = ["TensorRT"]
         self.cuda = _CudaRuntime()
         gpu, capability = self.cuda.device()
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -300,45 +310,86 @@ def open_backend(manifest: dict, threads: int | None, max_batch: int = 1):
 
 
 # ------------------------------------------------------------------------------------ commands
-def _expected(manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+def _expected(manifest: dict, quick: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """Recorded inputs (the model's input dtype), expected outputs (float64) and where they came from:
+    the check set (``check.npz``) when the bundle has one and not ``quick``, else the manifest's vectors."""
     dtype = np.dtype(manifest["inputs"][0]["dtype"])
+    check = manifest.get("check_set")
+    if check and not quick:
+        try:
+            with np.load(HERE / check["file"], allow_pickle=False) as data:
+                inputs = data["input_codes"].astype(np.float64) * float(data["input_scale"])
+                outputs = data["output_codes"].astype(np.float64) * float(data["output_scale"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleExit(EXIT_INVALID, f"{check['file']}: unreadable check set ({exc})") from None
+        return inputs.astype(dtype), outputs, str(check["file"])
     inputs = np.asarray(manifest["expected"]["inputs"], dtype=np.float64).astype(dtype)
     outputs = np.asarray(manifest["expected"]["outputs"], dtype=np.float64)
-    return inputs, outputs
+    return inputs, outputs, "manifest.json"
 
 
-def self_check(manifest: dict, threads: int | None) -> int:
-    """Run the expected inputs and compare with the Brevitas outputs recorded in the manifest."""
-    inputs, expected = _expected(manifest)
+def _environment() -> dict:
+    return {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform()}
+
+
+def self_check(manifest: dict, threads: int | None, quick: bool = False, report: Path | None = None) -> int:
+    """Run the recorded inputs and compare with the Brevitas outputs; bit for bit where the manifest says so."""
+    inputs, expected, source = _expected(manifest, quick)
+    chunk = 1024 if manifest["runtime"] == "onnxruntime" else int(manifest.get("tensorrt", {}).get("max_batch", 64))
     tolerance = float(manifest["tolerance"]["abs"])
-    backend = open_backend(manifest, threads, max_batch=len(inputs))
+    exact_required = bool(manifest["tolerance"].get("exact", False))
+    started = time.perf_counter()
+    backend = open_backend(manifest, threads, max_batch=min(len(inputs), chunk))
     try:
-        got = np.asarray(backend(inputs), dtype=np.float64).reshape(expected.shape)
+        opened = time.perf_counter()
+        got = np.concatenate([np.asarray(backend(inputs[i : i + chunk]), dtype=np.float64)
+                              for i in range(0, len(inputs), chunk)]).reshape(expected.shape)
+        infer_s = time.perf_counter() - opened
     finally:
         backend.close()
+    wall_s = time.perf_counter() - started
     error = np.abs(got - expected)
     error[~np.isfinite(error)] = np.inf
-    bad = np.argwhere(error > tolerance)
+    bad = np.argwhere(got != expected) if exact_required else np.argwhere(error > tolerance)
     exact = int(np.all(got == expected, axis=tuple(range(1, got.ndim))).sum())
     n = len(expected)
-    if bad.size:
-        first = tuple(int(i) for i in bad[0])
-        print(f"self-check FAILED ({backend.name} {backend.version}): {len(np.unique(bad[:, 0]))}/{n} vectors "
-              f"differ beyond {tolerance:g}; first: vector {first[0]} output{list(first[1:])} expected "
-              f"{expected[first]!r}, got {got[first]!r} (max |err| {float(error.max()):g})")
+    max_err = float(error.max()) if error.size else 0.0
+    scale = float(manifest.get("quantization", {}).get("output_scale") or 0.0)
+    first = tuple(int(i) for i in bad[0]) if bad.size else None
+    result = {
+        "mode": "self-check", "passed": not bad.size, "vectors": source, "n": n, "exact": exact,
+        "mismatched_vectors": len(np.unique(bad[:, 0])) if bad.size else 0,
+        "max_abs_err": max_err, "max_err_lsb": max_err / scale if scale else None,
+        "tolerance_abs": tolerance, "exact_required": exact_required,
+        "first_mismatch": None if first is None else {"vector": first[0], "output": list(first[1:]),
+                                                      "expected": float(expected[first]), "got": float(got[first])},
+        "runtime": backend.name, "runtime_version": backend.version,
+        "providers": list(getattr(backend, "providers", [])),
+        "available_providers": list(getattr(backend, "available_providers", [])),
+        "infer_s": infer_s, "wall_s": wall_s, **_environment(),
+    }
+    if report is not None:
+        report.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    rule = "bit-exact required" if exact_required else f"within {tolerance:g}"
+    if first is not None:
+        print(f"self-check FAILED ({backend.name} {backend.version}, {platform.machine()}): "
+              f"{result['mismatched_vectors']}/{n} vectors differ ({rule}); first: vector {first[0]} "
+              f"output{list(first[1:])} expected {expected[first]!r}, got {got[first]!r} (max |err| {max_err:g})")
         return EXIT_MISMATCH
-    print(f"self-check passed ({backend.name} {backend.version}): {n}/{n} vectors within {tolerance:g} "
-          f"(bit-exact {exact}/{n}, max |err| {float(error.max()):g})")
+    print(f"self-check passed ({backend.name} {backend.version}, {platform.machine()}): {n}/{n} vectors of {source} "
+          f"{rule} (bit-exact {exact}/{n}, max |err| {max_err:g})")
     return EXIT_OK
 
 
-def bench(manifest: dict, seconds: float, batch: int, threads: int | None, warmup_s: float) -> dict:
+def bench(manifest: dict, seconds: float, batch: int, threads: int | None, warmup_s: float,
+          label: str | None = None) -> dict:
     """Latency benchmark: warm-up, then timed calls for ``seconds``; p50/p99 latency and throughput."""
     meta = manifest["inputs"][0]
     static = meta["shape"][0]
     if static is not None and static != batch:
         raise BundleExit(EXIT_INVALID, f"this model has a fixed batch of {static}; use --batch {static}")
-    inputs, _ = _expected(manifest)
+    inputs, _, _ = _expected(manifest, quick=True)
     x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))
     backend = open_backend(manifest, threads, max_batch=batch)
     try:
@@ -358,8 +409,10 @@ def bench(manifest: dict, seconds: float, batch: int, threads: int | None, warmu
         backend.close()
     lat = np.asarray(latencies)
     return {
-        "device": manifest["device"], "runtime": f"{backend.name} {backend.version}", "host": platform.node(),
-        "machine": platform.machine(), "batch": batch, "threads": threads, "warmup_runs": warm, "runs": len(lat),
+        "label": label, "device": manifest["device"], "runtime": f"{backend.name} {backend.version}",
+        "providers": list(getattr(backend, "providers", [])), "host": platform.node(),
+        "machine": platform.machine(), "python": platform.python_version(), "batch": batch, "threads": threads,
+        "warmup_runs": warm, "runs": len(lat),
         "latency_s": {"p50": float(np.median(lat)), "p99": float(np.percentile(lat, 99)), "mean": float(lat.mean()),
                       "min": float(lat.min())},
         "throughput_per_s": float(batch * len(lat) / total_s),
@@ -399,17 +452,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up duration (default 1)")
     parser.add_argument("--batch", type=int, default=1, help="benchmark batch size (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (onnxruntime; default: all)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the benchmark JSON to this file")
+    parser.add_argument("--json", type=Path, default=None, help="also write the benchmark / self-check JSON here")
+    parser.add_argument("--quick", action="store_true", help="self-check: only the manifest's few vectors, not "
+                        "the recorded check set")
+    parser.add_argument("--label", default=None, help="benchmark: a label stored with the numbers (e.g. emulated)")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.seconds <= 0 or (args.threads is not None and args.threads < 1):
         parser.error("--batch and --threads must be >= 1 and --seconds > 0")
     try:
         manifest = load_manifest(HERE)
         if args.self_check:
-            return self_check(manifest, args.threads)
+            return self_check(manifest, args.threads, quick=args.quick, report=args.json)
         if args.energy:
             return energy(manifest)
-        result = bench(manifest, args.seconds, args.batch, args.threads, args.warmup_seconds)
+        result = bench(manifest, args.seconds, args.batch, args.threads, args.warmup_seconds, args.label)
         text = json.dumps(result, indent=2)
         print(text)
         if args.json is not None:

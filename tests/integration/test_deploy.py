@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aeforge.cli import main
-from aeforge.edge.deploy import MANIFEST, build_bundle
+from aeforge.edge.deploy import MANIFEST, RPI_REQUIREMENTS, build_bundle
 from aeforge.errors import ArtifactError, ConfigError
 
 pytest.importorskip("onnxruntime")
@@ -45,13 +45,15 @@ def _imported(stderr: str) -> set[str]:
 
 
 def test_rpi_bundle_contents(rpi_bundle: Path, trained_run: Path) -> None:
-    assert sorted(p.name for p in rpi_bundle.iterdir()) == ["README.txt", "manifest.json", "model.onnx", "run.py"]
+    assert sorted(p.name for p in rpi_bundle.iterdir()) == ["README.txt", "manifest.json", "model.onnx",
+                                                            "requirements.txt", "run.py"]
     manifest = json.loads((rpi_bundle / MANIFEST).read_text())
     assert manifest["device"] == "rpi" and manifest["runtime"] == "onnxruntime"
     assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 1, 8, 8], "layout": "NCHW"}]
     assert manifest["outputs"][0]["shape"] == [None, 16]
     assert manifest["expected"]["n"] == 8 and len(manifest["expected"]["outputs"]) == 8
-    assert manifest["tolerance"]["abs"] == 1e-6
+    assert manifest["tolerance"]["abs"] == 0.0 and manifest["tolerance"]["exact"]  # fixed point: bit for bit
+    assert "check_set" not in manifest  # only with --check-vectors
     assert manifest["build_check"]["bit_exact"] == 8
     assert manifest["quantization"]["output_type"] == "ap_ufixed<9,1,AP_RND_CONV,AP_SAT>"
     assert manifest["quantization"]["quantizers"]  # every quantizer with its scale
@@ -59,7 +61,10 @@ def test_rpi_bundle_contents(rpi_bundle: Path, trained_run: Path) -> None:
     assert manifest["aeforge_version"] and len(manifest["model"]["sha256"]) == 64
     assert (rpi_bundle / "run.py").read_text() == BUNDLE_RUNNER.read_text()
     readme = (rpi_bundle / "README.txt").read_text()
-    assert "python3 run.py --self-check" in readme and "python3 run.py --bench" in readme
+    assert "venv/bin/pip install -r requirements.txt" in readme
+    assert "venv/bin/python run.py --self-check" in readme and "venv/bin/python run.py --bench" in readme
+    requirements = (rpi_bundle / "requirements.txt").read_text().splitlines()
+    assert [line for line in requirements if not line.startswith("#")] == list(RPI_REQUIREMENTS)
     assert not list(rpi_bundle.parent.glob(".rpi-*"))  # no staging folder left
 
 
