@@ -308,10 +308,15 @@ def build_bundle(
         shutil.copyfile(Path(__file__).with_name("bundle_runner.py"), staging / RUN_SCRIPT)
         (staging / RUN_SCRIPT).chmod(0o755)
         (staging / README).write_text(_readme(device, manifest), encoding="utf-8")
-        if out_dir.exists():  # force: move the old bundle aside, then swap
+        if out_dir.exists():  # force: move the old bundle aside, swap, and put it back if the swap fails
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
             os.replace(out_dir, old / "bundle")
-            os.replace(staging, out_dir)
+            try:
+                os.replace(staging, out_dir)
+            except BaseException:
+                os.replace(old / "bundle", out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, out_dir)

@@ -157,6 +157,30 @@ def test_existing_out_dir_is_refused_unless_force(trained_run: Path, rpi_bundle:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "mine"]
 
 
+def test_failed_swap_puts_the_old_bundle_back(trained_run: Path, rpi_bundle: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import shutil
+
+    from aeforge.edge import deploy
+
+    target = tmp_path / "bundle"
+    shutil.copytree(rpi_bundle, target)
+    before = (target / MANIFEST).read_text()
+    real_replace = os.replace
+
+    def failing_replace(src, dst):  # the staged bundle cannot be renamed into place (e.g. disk error)
+        if Path(dst) == target and "-old-" not in str(src):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(deploy.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        build_bundle(trained_run, "rpi", target, force=True, n_expected=2)
+    assert (target / MANIFEST).read_text() == before  # the old bundle is back, unchanged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging or backup left behind
+
+
 def test_bad_device_and_runs_are_refused(trained_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--device 'android'"):
         build_bundle(trained_run, "android", tmp_path / "b")
