@@ -139,7 +139,7 @@ def load_autoencoder_config(path: str | Path, overrides: dict[str, Any] | None =
     path = Path(path)
     raw, lines = compose_sections(read_yaml_text(path), str(path), overrides)
     config = build_dataclass(AutoencoderConfig, raw, "", lines, str(path))
-    _layers(config, str(path), lines)  # validates the layer lists now, with their lines
+    validate_layers(config, str(path), lines)  # validates the layer lists now, with their lines
     return config
 
 
@@ -162,7 +162,8 @@ def _fill(raw: Any, defaults: AeQuantConfig, where: str) -> dict[str, Any]:
     return layer
 
 
-def _layers(config: AutoencoderConfig, source: str = "<config>", lines: dict[str, int] | None = None) -> tuple:
+def validate_layers(config: AutoencoderConfig, source: str = "<config>", lines: dict[str, int] | None = None) -> tuple:
+    """The encoder and decoder layer specs, defaults filled in (ConfigError naming ``source:line`` and the layer)."""
     lines = lines or {}
     out = []
     for part in ("encoder", "decoder"):
@@ -178,7 +179,7 @@ def _layers(config: AutoencoderConfig, source: str = "<config>", lines: dict[str
 
 def autoencoder_specs(config: AutoencoderConfig, input_shape: tuple[int, ...]) -> tuple[SequentialSpec, SequentialSpec]:
     """(the whole autoencoder, the hardware artifact) for one channels-first sample shape."""
-    layers = _layers(config)
+    layers = validate_layers(config)
     channels_last = (*input_shape[1:], input_shape[0]) if len(input_shape) > 1 else tuple(input_shape)
     inp = InputSpec(shape=channels_last, type=config.model.input_type)
     full = SequentialSpec(input=inp, layers=layers)

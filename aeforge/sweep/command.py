@@ -68,7 +68,8 @@ def format_summary(summary: dict) -> str:
         return "\n".join(lines)
     keys = list(summary["spec"]["space"])
     objectives = summary["objectives"]
-    header = ["trial", *keys, *objectives]
+    directions = summary.get("directions") or ["min"] * len(objectives)
+    header = ["trial", *keys, *[f"{o} (max)" if d == "max" else o for o, d in zip(objectives, directions, strict=True)]]
     rows = []
     for trial_id in summary["front"]:
         trial = trials[trial_id]

@@ -65,7 +65,8 @@ def rebuild_study(spec: SweepSpec, trials: dict[int, TrialRecord]) -> Any:
     optuna = _optuna()
     from optuna.trial import TrialState, create_trial
 
-    study = optuna.create_study(directions=["minimize"] * len(spec.objectives), sampler=make_sampler(spec))
+    directions = ["maximize" if d == "max" else "minimize" for d in spec.directions]
+    study = optuna.create_study(directions=directions, sampler=make_sampler(spec))
     distributions = spec.distributions()
     for expected, (trial_id, record) in enumerate(trials.items()):
         if trial_id != expected:
@@ -249,7 +250,7 @@ class SweepRun:
         task = TrialTask(sweep_dir=str(self.store.root), trial_id=record.trial_id, attempt=record.attempts,
                          params=record.params, config=self.spec.trial_config(record.params),
                          cost=dataclasses.asdict(self.cost), max_events=self.spec.max_events,
-                         num_cpus=self.spec.resources.num_cpus)
+                         num_cpus=self.spec.resources.num_cpus, family=self.spec.family)
         pid = executor.submit(task)
         self.store.journal.append({"event": "start", "trial": record.trial_id, "attempt": record.attempts,
                                    "executor": executor.kind, **({"pid": pid} if pid else {})})
@@ -316,7 +317,7 @@ class SweepRun:
 
         spec = self.spec
         done = [r for r in self.records.values() if r.status == "done" and r.duplicate_of is None]
-        front_index = pareto_front([r.values for r in done]) if done else []
+        front_index = pareto_front([r.values for r in done], spec.directions) if done else []
         front = [done[i].trial_id for i in front_index]
         first = done[0].result.get("metrics", {}) if done else {}
         return {
@@ -327,8 +328,11 @@ class SweepRun:
             "spec": spec.as_dict(),
             "cost": dataclasses.asdict(self.cost),
             "sources": {"lut": first.get("lut_source"), "energy_j": first.get("energy_source")},
+            "family": spec.family,
             "objectives": list(spec.objectives),
-            "directions": ["min"] * len(spec.objectives),
+            "directions": list(spec.directions),
+            "objective_descriptions": {name: spec.adapter.objectives[name].description for name in spec.objectives},
+            "quality_note": spec.adapter.quality_note,
             "executor": getattr(self, "executor_info", None),
             "updated_utc": now_utc(),
             "wall_s": round(time.perf_counter() - self.started, 2),

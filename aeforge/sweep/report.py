@@ -18,7 +18,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:0.92em}td,th{border:1px so
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee}
 .est{color:#555;font-style:italic}.bad{color:#b00020}tr.front td{background:#fff4f4}code{background:#f6f6f6}
 """
-UNITS = {"energy_j": "J", "bytes": "B/event", "latency_cycles": "cycles"}
+UNITS = {"energy_j": "J", "bytes": "B/sample", "latency_cycles": "cycles"}
 
 
 def fmt(value: Any) -> str:
@@ -73,11 +73,15 @@ def write_report(root: str | Path, summary: dict[str, Any]) -> Path:
     ], left=2))
     sources = summary.get("sources", {})
     parts.append(f'<p class="est">LUT/FF: {html.escape(str(sources.get("lut")))}. Energy per inference: '
-                 f'{html.escape(str(sources.get("energy_j")))} -- an estimate, not a measurement. Quality: mean EMD '
-                 "on held-out synthetic events of each trial (lower is better); bytes: latent bits x latent_dim / 8 "
-                 "per event.</p>")
+                 f'{html.escape(str(sources.get("energy_j")))} -- an estimate, not a measurement. '
+                 + html.escape(summary.get("quality_note") or "Quality: mean EMD on held-out synthetic events of each "
+                               "trial (lower is better)")
+                 + "; bytes: latent elements x bits / 8 per sample.</p>")
     parts.append(f"<h2>Pareto front ({len(front)} of {len(done)} finished trials)</h2>")
-    parts.append("<p>Minimising " + ", ".join(f"<code>{html.escape(o)}</code>" for o in objectives)
+    directions = summary.get("directions") or ["min"] * len(objectives)
+    goals = [f"<code>{html.escape(o)}</code> ({'max' if d in ('max', 'maximize') else 'min'})"
+             for o, d in zip(objectives, directions, strict=False)]
+    parts.append("<p>Objectives " + ", ".join(goals)
                  + ": a configuration is on the front when no other is at least as good in every objective "
                  "and better in one.</p>")
     if done:
@@ -94,8 +98,9 @@ def write_report(root: str | Path, summary: dict[str, Any]) -> Path:
         finally:
             Path(temporary).unlink(missing_ok=True)
         parts.append(f'<img src="{PLOT_NAME}" alt="pairwise objectives, Pareto front highlighted">')
-        metric_names = [*objectives, *[m for m in ("emd", "lut", "ff", "energy_j", "bytes", "latency_cycles")
-                                       if m not in objectives], "bit_exact"]
+        metric_names = [*objectives, *[m for m in ("emd", "mse", "auc", "lut", "ff", "energy_j", "bytes",
+                                                   "latency_cycles")
+                                       if m not in objectives and any(m in t["metrics"] for t in done)], "bit_exact"]
         header = ["trial", *keys, *[f"{m} [{UNITS[m]}]" if m in UNITS else m for m in metric_names]]
 
         def row(t: dict[str, Any]) -> list[Any]:

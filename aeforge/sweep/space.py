@@ -3,7 +3,8 @@
 A sweep file names a base experiment, overrides applied to every trial, and the dimensions to search::
 
     name: econt-bits
-    base: econt.yaml                # experiment file: relative to this file, else a packaged config
+    base: econt.yaml                # experiment file: relative to this file, else a packaged config; its
+                                    # model.family (econt, autoencoder) picks the keys, trainer and metrics
     set:                            # dotted config keys applied to every trial (e.g. shorter training)
       train.float_epochs: 20
       data.synthetic.n_events: 20000
@@ -12,16 +13,24 @@ A sweep file names a base experiment, overrides applied to every trial, and the 
       quant.latent.bits: [3, 5, 7, 9]   # (ap_ufixed<9,1> -> ap_ufixed<3,1>: the integer bits are kept)
       model.filters: {low: 4, high: 16, step: 4}
     sampler: {name: grid, n_trials: 16, seed: 0}      # grid | random | tpe | nsga2 (Optuna's samplers)
-    objectives: [emd, lut, energy_j, bytes]           # all minimised; the Pareto front is over these
-    cost: {synth: auto, energy: auto, node_nm: 65, pipeline_stages: null, verify_n: 1000}
-    quality: {max_events: 5000}
+    objectives: [emd, lut, energy_j, bytes]           # the Pareto front is over these (auc is maximised)
+    cost: {synth: auto, energy: auto, node_nm: 65, pipeline_stages: null, verify_n: 1000, rtl: true}
+                                                      # rtl: false -> tool-free estimate of the model, no RTL
+    quality: {max_events: 5000}                       # ECON-T: events the EMD is averaged over
     resources: {num_cpus: 1, num_gpus: 0, memory_mb: null, max_retries: 2, timeout_s: null}
 
 Every key is checked before anything runs: an unknown key, an empty list, a value of the wrong type or one the
 experiment config rejects raises :class:`~aeforge.errors.ConfigError` naming the sweep file, line and field,
 e.g. ``sweep.yaml:9: space.quant.weigth.bits: unknown config key (did you mean 'weight'?)``.
 
-This module needs only PyYAML and the config module; Optuna is imported when distributions are made.
+The family-specific parts (config dataclass, trainer, quality objectives such as ECON-T's ``emd`` or the
+autoencoder's ``mse`` and ``auc``) come from the family's adapter in :mod:`aeforge.sweep.families`. For a base with
+``model.family: autoencoder`` the keys are those of :class:`~aeforge.quantize.autoencoder.AutoencoderConfig`
+(``quant.weight.bits``, ``quant.activation.bits``, ``model.input_type.bits``, ``train.*``, ``data.*``, ...) and
+the objectives ``mse``, ``auc`` (maximised; needs labelled generated data), ``val_loss`` and the hardware ones.
+
+This module needs only PyYAML and the config modules (an autoencoder base also loads Brevitas, which checks its
+layer types); Optuna is imported when distributions are made.
 """
 
 from __future__ import annotations
@@ -39,22 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aeforge.config import ExperimentConfig, build_dataclass, compose_located, load_config, read_yaml_text, to_dict
+from aeforge.config import compose_located, read_yaml_text
 from aeforge.errors import ConfigError, QuantizationError
 from aeforge.fixedpoint import FixedPoint
+from aeforge.sweep.families import SweepFamily, family_of, get_family
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 SYNTH_TARGETS = ("auto", "none", "xc7", "ecp5", "ice40")
 ENERGY_METHODS = ("auto", "netlist", "mac")
-OBJECTIVES: dict[str, str] = {
-    "emd": "mean Earth Mover's Distance on held-out events (quality; lower is better)",
-    "val_loss": "best validation loss of the QAT model",
-    "lut": "LUTs (Yosys when synthesized, else the tool-free estimate)",
-    "ff": "flip-flops (Yosys when synthesized, else the tool-free estimate)",
-    "energy_j": "estimated energy per inference in J (netlist or programmable-MAC model)",
-    "bytes": "latent bytes per event (latent bits x latent_dim / 8)",
-    "latency_cycles": "clock cycles valid_in -> valid_out",
-}
 FIXED_POINT_FIELDS = ("bits", "int_bits", "signed", "rounding", "overflow")
 _TOP_KEYS = ("name", "base", "set", "space", "sampler", "objectives", "cost", "quality", "resources")
 _SCALAR = (bool, int, float, str, type(None))
@@ -111,11 +112,20 @@ class CostSpec:
     node_nm: float = 65.0
     pipeline_stages: int | None = None
     verify_n: int = 1000
+    rtl: bool = True  # False: no RTL is generated; LUT/FF/latency from the tool-free estimate of the model
 
     def resolved(self, yosys_available: bool) -> CostSpec:
-        synth = ("xc7" if yosys_available else "none") if self.synth == "auto" else self.synth
-        energy = ("netlist" if yosys_available else "mac") if self.energy == "auto" else self.energy
+        tools = yosys_available and self.rtl
+        synth = ("xc7" if tools else "none") if self.synth == "auto" else self.synth
+        energy = ("netlist" if tools else "mac") if self.energy == "auto" else self.energy
         return dataclasses.replace(self, synth=synth, energy=energy)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define trials (``rtl`` only when off, so sweeps made before it existed resume)."""
+        out = dataclasses.asdict(self)
+        if out["rtl"]:
+            del out["rtl"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,18 @@ class SweepSpec:
     max_events: int
     resources: ResourceSpec
     text: str = field(repr=False, default="")
+    family: str = "econt"  # model.family of the base experiment
+
+    @property
+    def adapter(self) -> SweepFamily:
+        """The family's sweep adapter (config class, trainer, quality metrics)."""
+        return get_family(self.family)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """``"min"`` or ``"max"`` for each objective."""
+        known = self.adapter.objectives
+        return tuple(known[name].direction for name in self.objectives)
 
     @property
     def keys(self) -> list[str]:
@@ -170,7 +192,7 @@ class SweepSpec:
         payload = {
             "base_raw": self.base_raw, "space": [dataclasses.asdict(d) for d in self.dimensions],
             "sampler": [self.sampler.name, self.sampler.seed], "objectives": self.objectives,
-            "cost": dataclasses.asdict(self.cost), "max_events": self.max_events,
+            "cost": self.cost.identity(), "max_events": self.max_events,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -178,12 +200,13 @@ class SweepSpec:
         """The plain experiment config of one trial (base, ``set``, then the sampled values)."""
         raw = copy.deepcopy(self.base_raw)
         for key, value in params.items():
-            _apply(raw, key, value)
+            _apply(raw, key, value, self.adapter.config_class)
         return raw
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "source": self.source, "base": str(self.base) if self.base else None,
+            "name": self.name, "source": self.source, "family": self.family,
+            "base": str(self.base) if self.base else None,
             "set": self.overrides,
             "space": {d.key: (list(d.values) if d.values is not None else
                               {"low": d.low, "high": d.high, "step": d.step, "log": d.log}) for d in self.dimensions},
@@ -193,9 +216,9 @@ class SweepSpec:
         }
 
 
-def build_config(raw: dict[str, Any], source: str = "<trial>") -> ExperimentConfig:
-    """An :class:`ExperimentConfig` from a plain trial config (``source`` prefixes error messages)."""
-    return build_dataclass(ExperimentConfig, raw, "", {}, source)
+def build_config(raw: dict[str, Any], source: str = "<trial>") -> Any:
+    """The validated config of a plain trial config, by its ``model.family`` (``source`` prefixes errors)."""
+    return get_family(family_of(raw)).build(raw, source)
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -235,20 +258,20 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
         if key not in _TOP_KEYS:
             raise doc.error(str(key), f"unknown key{_suggest(str(key), _TOP_KEYS)}")
     name = _typed(doc, raw, "name", str, Path(source).stem if source != "<sweep>" else "sweep")
-    base, base_raw = _base(doc, raw.get("base"), base_dir or Path.cwd())
+    family, base, base_raw = _base(doc, raw.get("base"), base_dir or Path.cwd())
     overrides = _mapping(doc, raw, "set")
     for key, value in overrides.items():
         dotted = f"set.{key}"
-        _check_key(doc, dotted, key)
+        _check_key(doc, dotted, key, family.config_class)
         _check_value(doc, dotted, value)
         try:
-            _apply(base_raw, key, value)
-            build_config(base_raw, source="")
+            _apply(base_raw, key, value, family.config_class)
+            family.build(base_raw, source="")
         except ConfigError as error:
             raise doc.error(dotted, f"invalid value {value!r}: {str(error).removeprefix(': ')}") from None
-    dimensions = _dimensions(doc, raw, base_raw, overrides)
+    dimensions = _dimensions(doc, raw, base_raw, overrides, family)
     sampler = _sampler(doc, raw, dimensions)
-    objectives = _objectives(doc, raw)
+    objectives = _objectives(doc, raw, family, base_raw)
     cost = _cost(doc, raw)
     quality = _mapping(doc, raw, "quality")
     _known(doc, "quality", quality, ("max_events",))
@@ -256,7 +279,7 @@ def parse_sweep(text: str, source: str = "<sweep>", base_dir: Path | None = None
     resources = _resources(doc, raw)
     return SweepSpec(name=name, source=source, base=base, base_raw=base_raw, overrides=overrides,
                      dimensions=dimensions, sampler=sampler, objectives=objectives, cost=cost, max_events=max_events,
-                     resources=resources, text=text)
+                     resources=resources, text=text, family=family.name)
 
 
 def _suggest(key: str, known: typing.Iterable[str]) -> str:
@@ -301,20 +324,25 @@ def _typed(doc: _Located, raw: dict[str, Any], key: str, kind: type, default: An
     return value
 
 
-def _base(doc: _Located, value: Any, base_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+def _base(doc: _Located, value: Any, base_dir: Path) -> tuple[SweepFamily, Path | None, dict[str, Any]]:
+    """The base experiment's family adapter, path and plain config (ECON-T defaults without ``base``)."""
     if value is None:
-        return None, to_dict(ExperimentConfig())
+        family = get_family("econt")
+        return family, None, family.default_raw()
     if not isinstance(value, str) or not value:
         raise doc.error("base", f"expected the path of an experiment YAML file, got {value!r}")
     candidates = [Path(value)] if Path(value).is_absolute() else [base_dir / value, PACKAGED_CONFIGS / value]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise doc.error("base", f"experiment file {value!r} not found (looked in {base_dir} and {PACKAGED_CONFIGS})")
+    from aeforge.edge.split.config import config_family
+
     try:
-        config = load_config(path)
+        family = get_family(config_family(path))
+        base_raw = family.load_base(path)
     except ConfigError as error:
         raise doc.error("base", f"invalid base experiment: {error}") from None
-    return path.resolve(), to_dict(config)
+    return family, path.resolve(), base_raw
 
 
 def _field_hints(cls: type) -> dict[str, Any]:
@@ -328,11 +356,11 @@ def _unwrap(hint: Any) -> Any:
     return hint
 
 
-def _check_key(doc: _Located, dotted: str, key: str) -> None:
-    """Raise unless ``key`` names a config field (or a field of a fixed-point type)."""
+def _check_key(doc: _Located, dotted: str, key: str, root: type) -> None:
+    """Raise unless ``key`` names a field of config class ``root`` (or a field of a fixed-point type)."""
     if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
         raise doc.error(dotted, "expected a dotted config key such as quant.weight.bits")
-    cls: Any = ExperimentConfig
+    cls: Any = root
     parts = key.split(".")
     for index, part in enumerate(parts):
         if cls is FixedPoint:
@@ -355,10 +383,11 @@ def _check_value(doc: _Located, dotted: str, value: Any) -> None:
         raise doc.error(dotted, f"expected a single value (number, string, true/false), got {type(value).__name__}")
 
 
-def _apply(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set dotted ``key`` in a plain config; ``section.type.bits`` rewrites one field of a fixed-point type."""
+def _apply(raw: dict[str, Any], key: str, value: Any, root: type) -> None:
+    """Set dotted ``key`` in a plain config of class ``root``; ``section.type.bits`` rewrites one field of a
+    fixed-point type."""
     parts = key.split(".")
-    cls: Any = ExperimentConfig
+    cls: Any = root
     target = raw
     for part in parts[:-1]:
         hint = _unwrap(_field_hints(cls)[part]) if dataclasses.is_dataclass(cls) else None
@@ -378,7 +407,7 @@ def _apply(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _dimensions(doc: _Located, raw: dict[str, Any], base_raw: dict[str, Any],
-                overrides: dict[str, Any]) -> tuple[Dimension, ...]:
+                overrides: dict[str, Any], family: SweepFamily) -> tuple[Dimension, ...]:
     space = raw.get("space")
     if space is None or space == {}:
         raise doc.error("space", "the sweep needs at least one dimension (config key: list of values)")
@@ -387,7 +416,7 @@ def _dimensions(doc: _Located, raw: dict[str, Any], base_raw: dict[str, Any],
     dimensions = []
     for key, spec in space.items():
         dotted = f"space.{key}"
-        _check_key(doc, dotted, key)
+        _check_key(doc, dotted, key, family.config_class)
         for other in [*overrides, *(d.key for d in dimensions)]:
             if key == other or key.startswith(other + ".") or other.startswith(key + "."):
                 where = "set" if other in overrides else "space"
@@ -403,8 +432,8 @@ def _dimensions(doc: _Located, raw: dict[str, Any], base_raw: dict[str, Any],
             item = f"{dotted}[{index}]" if dimension.values is not None else dotted
             trial = copy.deepcopy(base_raw)
             try:
-                _apply(trial, key, value)
-                build_config(trial, source="")
+                _apply(trial, key, value, family.config_class)
+                family.build(trial, source="")
             except ConfigError as error:
                 message = str(error).removeprefix(": ")
                 raise doc.error(item, f"value {value!r} is not a valid config: {message}") from None
@@ -475,22 +504,28 @@ def _sampler(doc: _Located, raw: dict[str, Any], dimensions: tuple[Dimension, ..
     return SamplerSpec(name=name, n_trials=n_trials, seed=seed)
 
 
-def _objectives(doc: _Located, raw: dict[str, Any]) -> tuple[str, ...]:
-    value = raw.get("objectives", ["emd", "lut", "energy_j", "bytes"])
+def _objectives(doc: _Located, raw: dict[str, Any], family: SweepFamily, base_raw: dict[str, Any]) -> tuple[str, ...]:
+    known = family.objectives
+    value = raw.get("objectives", list(family.default_objectives))
     if not isinstance(value, list) or not value:
-        raise doc.error("objectives", f"expected a non-empty list of metric names ({', '.join(OBJECTIVES)})")
+        raise doc.error("objectives", f"expected a non-empty list of metric names ({', '.join(known)})")
     for index, name in enumerate(value):
-        if not isinstance(name, str) or name not in OBJECTIVES:
-            raise doc.error(f"objectives[{index}]", f"unknown objective {name!r}"
-                            f"{_suggest(str(name), OBJECTIVES).replace('known keys', 'available')}")
+        if not isinstance(name, str) or name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise doc.error(f"objectives[{index}]", f"unknown objective {name!r} for the {family.name} family{hint}; "
+                            f"available: {', '.join(known)}")
         if name in value[:index]:
             raise doc.error(f"objectives[{index}]", f"duplicate objective {name!r}")
+    problem = family.check_objectives(base_raw, tuple(value))
+    if problem is not None:
+        raise doc.error(f"objectives[{value.index(problem[0])}]", f"objective {problem[0]!r} {problem[1]}")
     return tuple(value)
 
 
 def _cost(doc: _Located, raw: dict[str, Any]) -> CostSpec:
     spec = _mapping(doc, raw, "cost")
-    _known(doc, "cost", spec, ("synth", "energy", "node_nm", "pipeline_stages", "verify_n"))
+    _known(doc, "cost", spec, ("synth", "energy", "node_nm", "pipeline_stages", "verify_n", "rtl"))
     synth = _typed(doc, spec, "synth", str, "auto", prefix="cost")
     if synth not in SYNTH_TARGETS:
         raise doc.error("cost.synth", f"expected one of {', '.join(SYNTH_TARGETS)}, got {synth!r}")
@@ -500,7 +535,12 @@ def _cost(doc: _Located, raw: dict[str, Any]) -> CostSpec:
     node_nm = _typed(doc, spec, "node_nm", float, 65.0, prefix="cost", minimum=1)
     stages = _typed(doc, spec, "pipeline_stages", int, None, prefix="cost", minimum=1, optional=True)
     verify_n = _typed(doc, spec, "verify_n", int, 1000, prefix="cost", minimum=1)
-    return CostSpec(synth=synth, energy=energy, node_nm=node_nm, pipeline_stages=stages, verify_n=verify_n)
+    rtl = _typed(doc, spec, "rtl", bool, True, prefix="cost")
+    if not rtl and synth not in ("auto", "none"):
+        raise doc.error("cost.synth", f"{synth} synthesizes the RTL, and cost.rtl is false; use none or auto")
+    if not rtl and energy == "netlist":
+        raise doc.error("cost.energy", "netlist synthesizes the RTL, and cost.rtl is false; use mac or auto")
+    return CostSpec(synth=synth, energy=energy, node_nm=node_nm, pipeline_stages=stages, verify_n=verify_n, rtl=rtl)
 
 
 def _resources(doc: _Located, raw: dict[str, Any]) -> ResourceSpec:

@@ -1,4 +1,7 @@
-"""One sweep trial: train → quality (EMD) → export QONNX → RTL cost → verify, as a run directory with its card.
+"""One sweep trial: train → quality → export QONNX → RTL cost → verify, as a run directory with its card.
+
+Training and quality (ECON-T's EMD, the autoencoder's MSE/AUC, ...) are the family's
+(:mod:`aeforge.sweep.families`); export, cost and verification take any run directory.
 
 :func:`run_trial` runs in a worker process (a local child process or a Ray worker). It never raises for a
 trial that goes wrong: the error is returned (and written to the trial's run directory) so the sweep goes on.
@@ -8,7 +11,6 @@ that as a lost worker and retries the trial.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import time
@@ -37,6 +39,7 @@ class TrialTask:
     cost: dict[str, Any]  # CostSpec (resolved) as a dict
     max_events: int
     num_cpus: float = 1.0
+    family: str = "econt"  # model.family: which adapter of aeforge.sweep.families trains the trial
 
     @property
     def trial_dir(self) -> Path:
@@ -94,39 +97,23 @@ def _stages(task: TrialTask, current: dict[str, str]) -> Any:
     clock = time.perf_counter()
     import torch
 
-    from aeforge.sweep.space import build_config
+    from aeforge.sweep.families import get_family
 
-    config = build_config(task.config, source=f"trial {trial_name(task.trial_id)}")
-    threads = config.train.threads or max(1, int(task.num_cpus))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, threads=threads))
-    torch.set_num_threads(threads)
+    family = get_family(task.family)
+    config = family.build(task.config, source=f"trial {trial_name(task.trial_id)}")
+    config = family.for_trial(config, threads=max(1, int(task.num_cpus)))
+    torch.set_num_threads(config.train.threads)
     yield "setup", time.perf_counter() - clock, {}
-
-    from aeforge.quantize.train import save_training_run, train_experiment
 
     current["stage"] = "train"
     clock = time.perf_counter()
-    trained = train_experiment(config, progress=False)
-    save_training_run(trained, task.trial_dir)
-    best = trained.best_val_loss
-    latent = config.quant.latent
-    yield "train", time.perf_counter() - clock, {
-        "val_loss": best.get("qat", best.get("float")),
-        "bytes": latent.bits * config.model.latent_dim / 8,
-        "latent_type": latent.ap_type(), "weight_type": config.quant.weight.ap_type(),
-        "train_wall_s": round(trained.wall_time_s, 3),
-    }
+    trained = family.train(config, task.trial_dir)
+    yield "train", time.perf_counter() - clock, trained.metrics
 
     current["stage"] = "quality"
     clock = time.perf_counter()
-    from aeforge.quantize import metrics as qmetrics
-    from aeforge.quantize.models.econt import reconstruct
-
-    model = trained.qat_model or trained.float_model
-    events = trained.splits.test[: task.max_events]
-    summary = qmetrics.emd_summary(qmetrics.emd(events, reconstruct(model, events)))
-    yield "quality", time.perf_counter() - clock, {"emd": summary.mean, "emd_median": summary.median,
-                                                   "emd_events": len(events)}
+    quality = family.quality_metrics(trained, task.max_events)
+    yield "quality", time.perf_counter() - clock, quality
 
     from aeforge.stages import export_qonnx_stage, rtl_stage, verify_stage
 
@@ -138,10 +125,14 @@ def _stages(task: TrialTask, current: dict[str, str]) -> Any:
     current["stage"] = "cost"
     clock = time.perf_counter()
     cost = task.cost
-    synth = None if cost["synth"] == "none" else cost["synth"]
-    rtl = rtl_stage(task.trial_dir, pipeline_stages=cost.get("pipeline_stages"), synth=synth,
-                    energy=cost["energy"] == "netlist", node_nm=cost["node_nm"])
-    yield "cost", time.perf_counter() - clock, cost_metrics(rtl, cost)
+    if cost.get("rtl", True):
+        synth = None if cost["synth"] == "none" else cost["synth"]
+        rtl = rtl_stage(task.trial_dir, pipeline_stages=cost.get("pipeline_stages"), synth=synth,
+                        energy=cost["energy"] == "netlist", node_nm=cost["node_nm"])
+        yield "cost", time.perf_counter() - clock, cost_metrics(rtl, cost)
+    else:
+        estimated = estimate_metrics(task.trial_dir, cost)
+        yield "cost", time.perf_counter() - clock, estimated
 
     current["stage"] = "verify"
     clock = time.perf_counter()
@@ -173,6 +164,21 @@ def cost_metrics(rtl: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
         out.update(energy_j=out["energy_mac_j"],
                    energy_source=f"ESTIMATE: programmable-MAC model at {cost['node_nm']:g} nm")
     return out
+
+
+def estimate_metrics(run_dir: Path, cost: dict[str, Any]) -> dict[str, Any]:
+    """LUT/FF, energy and latency from the tool-free estimates of the run's hardware model (``cost.rtl: false``:
+    no RTL is generated, simulated or verified)."""
+    from aeforge.hls.estimate import estimate_mac_energy, estimate_resources
+    from aeforge.quantize.models.boundary import hardware_model
+
+    module = hardware_model(run_dir).module
+    estimate = estimate_resources(module, cost.get("pipeline_stages"))
+    energy = estimate_mac_energy(module, node_nm=cost["node_nm"]).as_dict()["energy_j_per_inference"]
+    return {"latency_cycles": estimate.latency_cycles, "latency_measured": False,
+            "lut_estimate": estimate.lut, "ff_estimate": estimate.ff, "energy_mac_j": energy,
+            "lut": estimate.lut, "ff": estimate.ff, "lut_source": "ESTIMATE (tool-free, no RTL generated)",
+            "energy_j": energy, "energy_source": f"ESTIMATE: programmable-MAC model at {cost['node_nm']:g} nm"}
 
 
 def record_result(task: TrialTask, result: dict[str, Any]) -> None:
