@@ -15,6 +15,7 @@ Max pooling, ReLU, ReLU6, concatenation and sums keep values on their grids.
 from __future__ import annotations
 
 import copy
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -42,38 +43,104 @@ def build_backbone(name: str, num_classes: int) -> nn.Module:
     return constructors[name](weights=None, num_classes=num_classes)
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a local state dict (plain, or under ``state_dict``/``model``) into ``model``, strictly.
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+"""DenseNet keys of torchvision's published files (``norm.1``) that its models now call ``norm1`` (as in
+``torchvision.models.densenet._load_state_dict``)."""
 
-    Raises :class:`ConfigError` for a missing file and :class:`ArtifactError` naming the missing,
-    unexpected and mis-shaped keys.
-    """
-    path = Path(path)
+
+def classifier_name(model: nn.Module) -> str:
+    """Dotted name of ``model``'s classifier: its last ``nn.Linear`` (``fc``, ``classifier.1``, ``classifier``)."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ConfigError(f"model.new_head: {type(model).__name__} has no nn.Linear classifier")
+    return names[-1]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A local state dict (plain, or under ``state_dict``/``model``), loaded with ``weights_only``."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.weights: file not found: {path}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ArtifactError(f"{path}: not a readable PyTorch state dict: {type(error).__name__}: {error}") from None
+        raise ArtifactError(f"model.weights: {path}: not a readable PyTorch state dict: "
+                            f"{type(error).__name__}: {error}") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     elif isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ArtifactError(f"{path}: expected a state dict (parameter name -> tensor)")
+        raise ArtifactError(f"model.weights: {path}: expected a state dict (parameter name -> tensor)")
+    return dict(loaded)
+
+
+def _listing(label: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+    return f"{label}: {shown}"
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path, *, new_head: bool = False) -> dict[str, Any]:
+    """Load a local torchvision checkpoint into ``model``, checked key by key; returns what was done.
+
+    Every key of the model must be in the file with the same shape (BatchNorm ``num_batches_tracked``
+    may be absent, as in torchvision's older files; DenseNet's old ``norm.1`` names are renamed).
+    With ``new_head`` the classifier (the last ``nn.Linear``) keeps its fresh initialisation, whatever
+    the file's class count; its input width must still match. Raises :class:`ConfigError` for a missing
+    file and :class:`ArtifactError` naming the missing, unexpected and mis-shaped keys.
+    The returned record (for the run card) names the file, its sha256 and class count, and the keys
+    loaded and re-initialised.
+    """
+    from aeforge.artifact import sha256_file
+
+    path = Path(path).expanduser()
+    loaded = read_state_dict(path)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(loaded))
+    renamed = 0
+    for key in list(loaded):
+        match = _DENSENET_OLD_KEY.match(key)
+        if match and key not in expected and match.group(1) + match.group(2) in expected:
+            loaded[match.group(1) + match.group(2)] = loaded.pop(key)
+            renamed += 1
+    head = classifier_name(model)
+    head_keys = {f"{head}.weight", f"{head}.bias"}
+    file_classes = int(loaded[f"{head}.weight"].shape[0]) if f"{head}.weight" in loaded else None
+    optional = {k for k in expected if k.endswith("num_batches_tracked")} | (head_keys if new_head else set())
+    missing = sorted(set(expected) - set(loaded) - optional)
     unexpected = sorted(set(loaded) - set(expected))
-    shapes = sorted(f"{k} (file {list(loaded[k].shape)} vs model {list(expected[k].shape)})"
-                    for k in set(loaded) & set(expected) if loaded[k].shape != expected[k].shape)
+    shapes, head_mismatch = [], False
+    for key in sorted(set(loaded) & set(expected)):
+        file_shape, model_shape = list(loaded[key].shape), list(expected[key].shape)
+        if file_shape == model_shape or (new_head and key in head_keys and file_shape[1:] == model_shape[1:]):
+            continue
+        shapes.append(f"{key} (file {file_shape} vs model {model_shape})")
+        head_mismatch |= key in head_keys and file_shape[1:] == model_shape[1:]
     if missing or unexpected or shapes:
-        parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"{label}: {shown}")
-        raise ArtifactError(f"{path}: weights do not match {type(model).__name__}: {'; '.join(parts)}")
-    model.load_state_dict(loaded)
+        parts = [_listing(label, keys) for label, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if keys]
+        hint = ""
+        if head_mismatch and not new_head:
+            hint = (f". The file's classifier has {file_classes} classes and the model "
+                    f"{expected[f'{head}.weight'].shape[0]}: set model.new_head: true to load the backbone and "
+                    f"train a new classifier, or model.num_classes to the file's class count")
+        raise ArtifactError(f"model.weights: {path}: does not match {type(model).__name__}: "
+                            f"{'; '.join(parts)}{hint}")
+    reinitialised = sorted(head_keys) if new_head else []
+    state = {k: v for k, v in loaded.items() if k not in reinitialised}
+    loaded_count = len(state)
+    for key in optional | set(reinitialised):  # the model's own values: a fresh head, num_batches_tracked
+        state.setdefault(key, expected[key])
+    model.load_state_dict(state, strict=True)
+    return {
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "file_classes": file_classes,
+        "model_classes": int(expected[f"{head}.weight"].shape[0]),
+        "loaded_tensors": loaded_count,
+        "reinitialised": reinitialised,
+        "renamed_keys": renamed,
+    }
 
 
 class SplitBackbone(nn.Module):

@@ -1,12 +1,14 @@
 """Split-computing experiment configuration (``model.family: split``).
 
-A split experiment file has the sections ``model`` (backbone, split point, bottleneck), ``data``
-(``digits`` from scikit-learn or ``fake`` from torchvision) and ``train`` (the three stages: teacher
+A split experiment file has the sections ``model`` (backbone, split point, bottleneck, optional local
+weights), ``data`` (``imagefolder`` trees with the ImageNet transforms; ``digits`` from scikit-learn and
+``fake`` from torchvision for CI) and ``train`` (the three stages: teacher
 training, head distillation, fine-tuning with knowledge distillation). Keys and types are checked
 with the helpers of :mod:`aeforge.config`, so errors name the file, line and dotted field, e.g.
 ``split.yaml:5: model.split_after: 'layer9' is not a stage of resnet18; valid: stem, layer1, ...``.
 
-This module depends on PyYAML only (no torch), so the CLI can dispatch on ``model.family`` cheaply.
+This module depends on PyYAML only (no torch), so the CLI can dispatch on ``model.family`` cheaply;
+torchvision is imported only to name the file behind a weight enum in an error message.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ SPLIT_POINTS: dict[str, tuple[str, ...]] = {
 """Valid ``split_after`` stages of each backbone, in order (the torchvision child names; ``stem`` is the
 stem convolution, its normalization, activation and pooling)."""
 
-DATA_SOURCES = ("digits", "fake")
+DATA_SOURCES = ("digits", "fake", "imagefolder")
+TRAIN_CROPS = ("random_resized", "random", "center")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_WEIGHT_ENUM = re.compile(
+    r"^(?:(?P<enum>[A-Za-z0-9_]+_Weights)\.(?P<any>[A-Z0-9_]+)|(?P<member>IMAGENET1K_\w+|DEFAULT))$")
 
 
 def check_split_point(backbone: str, split_after: str, field_name: str = "model.split_after") -> None:
@@ -60,7 +67,9 @@ class SplitModelConfig:
     code_signed: bool = False  # False: unsigned code after a ReLU; True: signed code
     head_bits: int = 8  # bits of the head's weights and activations (the backbone part on the device)
     encoder_channels: int | None = None  # hidden width of encoder/decoder; None: half the split's channels
-    weights: str | None = None  # local state_dict of the backbone (torchvision layout, same num_classes)
+    weights: str | None = None  # local torchvision state_dict of the backbone (any class count; never downloaded)
+    num_classes: int | None = None  # outputs of the model; None: the data's class count (checked when given)
+    new_head: bool = False  # replace the checkpoint's classifier with a new one of num_classes outputs
 
     def __post_init__(self) -> None:
         if self.family != "split":
@@ -76,25 +85,103 @@ class SplitModelConfig:
             raise ConfigError(f"model.head_bits: must be in 3..8 (exact in float32 ONNX), got {self.head_bits}")
         if self.encoder_channels is not None and self.encoder_channels < 1:
             raise ConfigError(f"model.encoder_channels: must be >= 1, got {self.encoder_channels}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
+        if self.weights is not None:
+            if not self.weights.strip():
+                raise ConfigError("model.weights: empty path")
+            enum_error = weight_enum_message(self.weights, self.backbone)
+            if enum_error:
+                raise ConfigError(f"model.weights: {enum_error}")
+        elif self.new_head:
+            raise ConfigError("model.new_head: needs model.weights (a random model has no head to replace)")
+
+
+def weight_enum_message(value: str, backbone: str) -> str | None:
+    """What to do when ``model.weights`` names a torchvision weight enum (None when it looks like a path).
+
+    The message names the file torchvision would download (from the enum's ``url``, without downloading)
+    and tells the user to fetch it to any path and set ``model.weights`` to that path.
+    """
+    match = _WEIGHT_ENUM.match(value.strip())
+    if match is None:
+        return None
+    url = None
+    try:
+        import torchvision.models as tvm
+
+        weights = tvm.get_weight(value.strip()) if match.group("enum") else getattr(  # no download
+            tvm.get_model_weights(backbone), match.group("member"))
+        url = str(weights.url)
+        enum_backbone = type(weights).__name__.removesuffix("_Weights").lower()
+    except Exception:  # no torchvision, or an enum it does not know: name what we can
+        enum_backbone = (match.group("enum") or f"{backbone}_Weights").removesuffix("_Weights").lower()
+    parts = [f"{value!r} is a torchvision weight enum; aeforge never downloads weights at run time."]
+    if url:
+        name = url.rsplit("/", 1)[-1]
+        parts.append(f"Fetch torchvision's file {name} ({url}) on a machine with network access, put it at any "
+                     f"path (torchvision's own cache is ~/.cache/torch/hub/checkpoints/{name}) and set "
+                     f"model.weights to that path.")
+    else:
+        parts.append("Download the .pth file this enum's `url` names, put it at any path and set model.weights "
+                     "to that path.")
+    if enum_backbone.replace("_", "") != backbone.replace("_", ""):
+        parts.append(f"Note: these weights are for {enum_backbone}, but model.backbone is {backbone}.")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)
 class SplitDataConfig:
-    """Images: ``digits`` (scikit-learn's 1797 8x8 handwritten digits, offline) or ``fake`` (random, smoke tests)."""
+    """Images: ``imagefolder`` (torchvision ImageFolder trees), ``digits`` (scikit-learn's 1797 8x8 digits,
+    offline) or ``fake`` (random, smoke tests)."""
 
     source: str = "digits"
-    image_size: int = 32  # digits are upsampled (bilinear) from 8x8 and repeated to 3 channels
-    test_fraction: float = 0.25
+    image_size: int = 32  # network input (crop) size; digits are upsampled from 8x8 and repeated to 3 channels
+    test_fraction: float = 0.25  # digits, fake, and imagefolder without val_dir
     split_seed: int = 0
-    max_samples: int | None = None  # stratified subset (tests)
+    max_samples: int | None = None  # stratified subset (tests); imagefolder with val_dir: per split
     fake_size: int = 256  # fake: number of images
     fake_classes: int = 10
+    train_dir: str | None = None  # imagefolder: ROOT/CLASS/IMAGE training tree
+    val_dir: str | None = None  # imagefolder: evaluation tree with the same class folders; None: split train_dir
+    resize: int | None = None  # imagefolder: shorter side before the centre crop; None: round(image_size / 0.875)
+    train_crop: str = "random_resized"  # imagefolder training: random_resized | random | center
+    hflip: bool = True  # imagefolder training: random horizontal flips
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # imagefolder normalisation (RGB)
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    workers: int = 0  # DataLoader worker processes (imagefolder)
+    eval_batch_size: int = 256  # evaluation batches; code bytes are always measured one image a blob
 
     def __post_init__(self) -> None:
         if self.source not in DATA_SOURCES:
             raise ConfigError(f"data.source: expected one of {', '.join(DATA_SOURCES)}, got {self.source!r}")
         if not 8 <= self.image_size <= 512:
             raise ConfigError(f"data.image_size: must be in 8..512, got {self.image_size}")
+        if self.source == "imagefolder":
+            if not self.train_dir:
+                raise ConfigError("data.train_dir: required for data.source imagefolder (a ROOT/CLASS/IMAGE tree)")
+        else:
+            for name in ("train_dir", "val_dir"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"data.{name}: only for data.source imagefolder (source is {self.source!r})")
+        if self.resize is not None and not self.image_size <= self.resize <= 2048:
+            raise ConfigError(f"data.resize: must be in {self.image_size}..2048 (>= image_size), got {self.resize}")
+        if self.train_crop not in TRAIN_CROPS:
+            raise ConfigError(f"data.train_crop: expected one of {', '.join(TRAIN_CROPS)}, got {self.train_crop!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (not isinstance(values, list) or len(values) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in values)):
+                raise ConfigError(f"data.{name}: expected a list of 3 numbers (R, G, B), got {values!r}")
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, [float(v) for v in getattr(self, name)])
+        if not all(v > 0 for v in self.std):
+            raise ConfigError(f"data.std: must be positive, got {self.std}")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers: must be >= 0, got {self.workers}")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"data.eval_batch_size: must be >= 1, got {self.eval_batch_size}")
         if not 0.0 < self.test_fraction < 0.9:
             raise ConfigError(f"data.test_fraction: must be in (0, 0.9), got {self.test_fraction}")
         if self.max_samples is not None and self.max_samples < 20:
@@ -155,6 +242,9 @@ class SplitExperimentConfig:
         if self.model.weights is None and self.train.teacher_epochs == 0:
             raise ConfigError("train.teacher_epochs: must be >= 1 when model.weights is not given "
                               "(the teacher must be trained first)")
+        if self.model.new_head and self.train.teacher_epochs == 0:
+            raise ConfigError("train.teacher_epochs: must be >= 1 with model.new_head (the new classifier "
+                              "must be trained)")
 
 
 def config_family(path: str | Path) -> str:
@@ -171,10 +261,38 @@ def config_family(path: str | Path) -> str:
     return str(family)
 
 
-def load_split_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SplitExperimentConfig:
-    """Read a split experiment YAML file; ``overrides`` maps dotted keys to values applied on top."""
+def load_split_config(
+    path: str | Path, overrides: dict[str, Any] | None = None, check_paths: bool = True
+) -> SplitExperimentConfig:
+    """Read a split experiment YAML file; ``overrides`` maps dotted keys to values applied on top.
+
+    ``check_paths`` also checks that ``model.weights`` is a file and ``data.train_dir``/``val_dir`` are
+    directories (relative paths are taken from the working directory), naming the file's line.
+    """
     path = Path(path)
-    return parse_split_config(read_yaml_text(path), source=str(path), overrides=overrides)
+    text = read_yaml_text(path)
+    config = parse_split_config(text, source=str(path), overrides=overrides)
+    if check_paths:
+        _, lines = compose_sections(text, str(path), overrides)
+        check_config_paths(config, str(path), lines)
+    return config
+
+
+def check_config_paths(config: SplitExperimentConfig, source: str = "<config>",
+                       lines: dict[str, int] | None = None) -> None:
+    """Raise ``source:LINE: field: ...`` unless the configured weights file and image trees exist."""
+    lines = lines or {}
+
+    def fail(dotted: str, message: str) -> None:
+        line = lines.get(dotted) or lines.get(dotted.split(".")[0])
+        raise ConfigError(f"{source}:{line}: {dotted}: {message}" if line else f"{source}: {dotted}: {message}")
+
+    if config.model.weights is not None and not Path(config.model.weights).expanduser().is_file():
+        fail("model.weights", f"file not found: {config.model.weights} (from {Path.cwd()})")
+    for name in ("train_dir", "val_dir"):
+        value = getattr(config.data, name)
+        if value is not None and not Path(value).expanduser().is_dir():
+            fail(f"data.{name}", f"not a directory: {value} (from {Path.cwd()})")
 
 
 def parse_split_config(

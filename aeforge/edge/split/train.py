@@ -2,8 +2,9 @@
 
 Stages (each deterministic given ``train.seed``):
 
-0. **teacher**: the unmodified backbone trained with cross-entropy (skipped when ``model.weights``
-   is given and ``train.teacher_epochs`` is 0);
+0. **teacher**: the unmodified backbone, optionally loaded from the local checkpoint ``model.weights``
+   (with ``model.new_head`` its classifier is replaced by a new one of ``num_classes`` outputs), trained
+   with cross-entropy (skipped when ``train.teacher_epochs`` is 0);
 a. **head distillation**: only the encoder and decoder train, so that the decoded bottleneck
    matches the frozen teacher's features at the split (MSE); the encoder's weight and activation
    types are re-calibrated after every epoch;
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from aeforge.artifact import RunWriter, load_run
 from aeforge.edge.split.bottleneck import SplitModel, SplitSpec, build_split_model, calibrate, load_split_state
 from aeforge.edge.split.config import SplitExperimentConfig, parse_split_config
 from aeforge.edge.split.data import SplitData, load_split_data
-from aeforge.errors import ArtifactError
+from aeforge.errors import ArtifactError, ConfigError
 
 RUN_KIND = "split"
 _CALIBRATION_IMAGES = 256
@@ -48,15 +49,10 @@ class SplitResult:
     history: dict[str, list[dict[str, float]]]
     metrics: dict[str, Any]
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: dict[str, Any] | None = None  # what load_backbone_weights loaded and re-initialised
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` (eval mode; the mode is restored)."""
@@ -71,6 +67,18 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy of ``model`` on ``images``."""
     return float((predict(model, images).argmax(1) == labels).float().mean())
+
+
+@torch.no_grad()
+def eval_accuracy(model: nn.Module, data: SplitData) -> float:
+    """Top-1 accuracy of ``model`` on ``data``'s test set, streamed in ``data.eval_batch_size`` batches."""
+    was_training = model.training
+    model.eval()
+    try:
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in data.test_batches())
+    finally:
+        model.train(was_training)
+    return correct / max(1, len(data.y_test))
 
 
 def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -106,18 +114,17 @@ def _run_epochs(
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     generator = torch.Generator().manual_seed(seed)
-    n = len(data.x_train)
-    per_epoch = math.ceil(n / batch_size)
+    per_epoch = math.ceil(len(data.x_train) / batch_size)
     with _progress(epochs * per_epoch, name, progress) as bar:
         for epoch in range(epochs):
             total, count = 0.0, 0
-            for index in _batches(n, batch_size, generator):
-                loss = step(data.x_train[index], data.y_train[index])
+            for x, y in data.train_batches(batch_size, generator):
+                loss = step(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(index)
-                count += len(index)
+                total += float(loss.detach()) * len(y)
+                count += len(y)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.4g}")
             schedule.step()
@@ -150,14 +157,19 @@ def train_split_experiment(
     if train.threads is not None:
         torch.set_num_threads(train.threads)
     data = data if data is not None else load_split_data(config.data)
+    if mcfg.num_classes is not None and mcfg.num_classes != data.num_classes:
+        where = f" in {config.data.train_dir}" if config.data.source == "imagefolder" else ""
+        raise ConfigError(f"model.num_classes: {mcfg.num_classes}, but data.source {data.source} has "
+                          f"{data.num_classes} classes{where}")
     torch.manual_seed(train.seed)
     history: dict[str, list[dict[str, float]]] = {"teacher": [], "head_distillation": [], "finetune": []}
 
     # stage 0: the teacher
+    weights: dict[str, Any] | None = None
     if teacher is None:
         teacher = build_backbone(mcfg.backbone, data.num_classes)
         if mcfg.weights is not None:
-            load_backbone_weights(teacher, mcfg.weights)
+            weights = load_backbone_weights(teacher, mcfg.weights, new_head=mcfg.new_head)
         if train.teacher_epochs:
             teacher.train()
 
@@ -167,7 +179,7 @@ def train_split_experiment(
             history["teacher"] = _run_epochs(
                 "stage 0: teacher", train.teacher_epochs, data, train.batch_size, train.seed, show,
                 list(teacher.parameters()), train.teacher_learning_rate, train.weight_decay, teacher_step,
-                lambda _: {"test_accuracy": accuracy(teacher, data.x_test, data.y_test)},
+                lambda _: {"test_accuracy": eval_accuracy(teacher, data)},
             )
     teacher.eval()
     for parameter in teacher.parameters():
@@ -175,7 +187,7 @@ def train_split_experiment(
 
     # the student, initialised from the teacher
     torch.manual_seed(train.seed + 1)
-    calibration = data.x_train[:_CALIBRATION_IMAGES]
+    calibration = data.calibration_images(_CALIBRATION_IMAGES)
     student = build_split_model(
         mcfg.backbone, mcfg.split_after, mcfg.channels, mcfg.bits, data.num_classes, input_size=data.image_shape,
         code_signed=mcfg.code_signed, head_bits=mcfg.head_bits, encoder_channels=mcfg.encoder_channels,
@@ -195,7 +207,7 @@ def train_split_experiment(
 
     def head_epoch_end(_: int) -> dict[str, float]:
         calibrate(student.head, calibration, groups=("encoder",))
-        return {"test_accuracy": accuracy(student, data.x_test, data.y_test)}
+        return {"test_accuracy": eval_accuracy(student, data)}
 
     history["head_distillation"] = _run_epochs(
         "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show, trainable,
@@ -216,18 +228,18 @@ def train_split_experiment(
     history["finetune"] = _run_epochs(
         "stage b: fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
         list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
-        lambda _: {"test_accuracy": accuracy(student, data.x_test, data.y_test)},
+        lambda _: {"test_accuracy": eval_accuracy(student, data)},
     )
     student.eval()
     metrics = split_metrics(student, data)
-    return SplitResult(config, teacher, student, history, metrics, checkpoints)
+    return SplitResult(config, teacher, student, history, metrics, checkpoints, weights)
 
 
 def split_metrics(student: SplitModel, data: SplitData) -> dict[str, Any]:
     """Accuracies and rates: bytes per sample of the input, the float features at the split and the code."""
     spec, code = student.spec, student.code_spec
-    teacher_acc = accuracy(student.teacher, data.x_test, data.y_test)
-    student_acc = accuracy(student, data.x_test, data.y_test)
+    teacher_acc = eval_accuracy(student.teacher, data)
+    student_acc = eval_accuracy(student, data)
     code_values = math.prod(student.code_shape)
     code_bits = code_values * code.bits
     feature_bytes = math.prod(spec.feature_shape) * 4
@@ -252,26 +264,31 @@ def split_metrics(student: SplitModel, data: SplitData) -> dict[str, Any]:
         "head_flops": count_flops(student.head, spec.input_shape),
         "tail_flops": count_flops(student.tail, student.code_shape),
     }
-    wire = wire_bytes(student, data.x_test)
+    wire = wire_bytes(student, data.x_test if isinstance(data.x_test, torch.Tensor) else data)
     if wire is not None:
         metrics.update(wire)
     return metrics
 
 
-def wire_bytes(student: SplitModel, images: torch.Tensor) -> dict[str, float] | None:
-    """Mean bytes per sample of the code blobs of ``aeforge.edge.split.codec`` (one sample a blob; None if absent)."""
+def wire_bytes(student: SplitModel, images: torch.Tensor | SplitData) -> dict[str, float] | None:
+    """Mean bytes per sample of the code blobs of ``aeforge.edge.split.codec`` (None if absent).
+
+    Every test image is encoded as its own blob, as batch-1 serving sends it, so the mean is exact
+    (not an estimate from batched blobs). ``images`` is a tensor or a :class:`SplitData` (its test set).
+    """
     try:
         from aeforge.edge.split.codec import encode_code
     except ImportError:
         return None
     spec = student.code_spec
-    codes = torch.round(predict(student.head, images) / spec.lsb).to(torch.int64).numpy()
-    result: dict[str, float] = {}
-    for compression in ("none", "zlib"):
-        sizes = [len(encode_code(sample[None], spec.bits, spec.lsb, spec.signed, compression=compression))
-                 for sample in codes]
-        result[f"code_wire_bytes_per_sample_{compression}"] = sum(sizes) / len(sizes)
-    return result
+    batches = images.test_batches() if isinstance(images, SplitData) else ((images, None),)
+    sizes: dict[str, list[int]] = {"none": [], "zlib": []}
+    for x, _ in batches:
+        codes = torch.round(predict(student.head, x) / spec.lsb).to(torch.int64).numpy()
+        for compression, found in sizes.items():
+            found.extend(len(encode_code(sample[None], spec.bits, spec.lsb, spec.signed, compression=compression))
+                         for sample in codes)
+    return {f"code_wire_bytes_per_sample_{name}": sum(found) / max(1, len(found)) for name, found in sizes.items()}
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -294,6 +311,8 @@ def save_split_run(result: SplitResult, out_dir: str | Path, overwrite: bool = F
         run.write_json("metrics.json", result.metrics)
         run.metrics.update(result.metrics)
         run.extra["split"] = spec.as_dict()
+        if result.weights is not None:
+            run.extra["weights"] = result.weights  # the checkpoint loaded, and what was re-initialised
     return Path(out_dir)
 
 
