@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from portable import portable  # benchmarks/portable.py: repository-relative paths
+
 from aeforge.artifact import tool_versions
 from aeforge.cli import main as aeforge_main
 from aeforge.edge.deploy import RPI_REQUIREMENTS
@@ -143,7 +145,7 @@ def main() -> int:
         "passed": all(p["passed"] for p in passes.values()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "arm64_bundles.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (args.out / "arm64_bundles.json").write_text(json.dumps(portable(result), indent=2) + "\n", encoding="utf-8")
     for name, row in last["bundles"].items():
         print(f"{name:<15} n={row['n']} exact={row['exact']} max_err={row['max_abs_err']} "
               f"emulated {row['emulated_wall_s']} s  onnxruntime {row['onnxruntime']} {row['providers']}")

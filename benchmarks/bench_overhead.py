@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from portable import portable  # benchmarks/portable.py: repository-relative paths
 
 from aeforge.artifact import tool_versions
 from aeforge.benchmarks.latency import measure_latency
@@ -135,7 +136,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "bench_overhead.json").write_text(json.dumps(portable(report), indent=2) + "\n")
     print(f"median ratio {report['median_ratio']:.4f} (overhead {overhead:+.2%}, target <= {OVERHEAD_TARGET:.0%}): "
           f"{'meets' if report['meets_target'] else 'MISSES'} the target")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from portable import portable  # benchmarks/portable.py: repository-relative paths
 
 from aeforge.artifact import tool_versions, write_json_atomic
 from aeforge.cli import main
@@ -175,7 +176,7 @@ def main_(argv: list[str] | None = None) -> int:
             row = job(name, work, args)
             print(json.dumps(row, indent=1), flush=True)
             report["models"].append(row)
-            write_json_atomic(RESULT, report)
+            write_json_atomic(RESULT, portable(report))
     return 0
 
 

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from portable import portable  # benchmarks/portable.py: repository-relative paths
+
 from aeforge.artifact import tool_versions
 from aeforge.stages import rtl_stage
 
@@ -99,7 +101,7 @@ def main() -> None:
         "designs": designs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "econt_rtl.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "econt_rtl.json").write_text(json.dumps(portable(result), indent=2) + "\n")
     print(f"wrote {args.out / 'econt_rtl.json'}")
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from portable import portable  # benchmarks/portable.py: repository-relative paths
 
 from aeforge.artifact import tool_versions, write_json_atomic
 from aeforge.sweep.driver import run_sweep
@@ -190,7 +191,7 @@ def _finish(result: dict[str, Any], out: Path) -> None:
     result["front"] = front_table(reference)
     result["front_of"] = "local" if "local" in runs else "ray"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result)
+    write_json_atomic(out, portable(result))
 
 
 def _identity(sweep_dir: Path) -> str | None:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from portable import portable  # benchmarks/portable.py: repository-relative paths
 from scipy import stats
 
 from aeforge.artifact import tool_versions, write_json_atomic
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "tools": tool_versions(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "hgcal_synthetic_realism.json", report)
+    write_json_atomic(args.out / "hgcal_synthetic_realism.json", portable(report))
     plot(real, synthetic, report, args.out / "hgcal_synthetic_realism.png")
 
     print(f"synthetic: {args.n} events in {generation_s:.2f} s ({args.n / generation_s:,.0f} events/s)")

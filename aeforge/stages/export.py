@@ -19,7 +19,7 @@ def export_qonnx_stage(run_dir: str | Path, force: bool = False) -> Path:
     model = hardware_model(run_dir)
     with RunWriter(run_dir / QONNX_DIR, kind="qonnx", overwrite=force) as run:
         export_qonnx(model.module, model.input_shape, model.input_type, run.path(QONNX_FILE))
-        run.extra["parent"] = {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)}
+        run.extra["parent"] = {"run": "..", "card_sha256": sha256_file(run_dir / CARD_NAME)}
         run.extra["input_type"] = model.input_type.ap_type()
         run.extra["output_type"] = model.output_type.ap_type()
         run.extra["input_shape_nhwc"] = [*model.input_shape[1:], model.input_shape[0]]

@@ -100,7 +100,7 @@ def hls_stage(
         card: dict[str, Any] = {
             "schema": 1,
             "kind": "hls",
-            "parent": {"run": str(run_dir.resolve()), "qonnx_sha256": sha256_file(run_dir / QONNX_DIR / QONNX_FILE)},
+            "parent": {"run": "..", "qonnx_sha256": sha256_file(run_dir / QONNX_DIR / QONNX_FILE)},
             "options": options.__dict__,
             "project": f"{HLS_DIR}/{HLS_PROJECT}",
             "input_type": project.input_type.ap_type(),

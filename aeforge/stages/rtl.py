@@ -127,7 +127,7 @@ def rtl_stage(
                                      target_mhz=target_mhz or 40.0, route=pnr_route, timeout_s=pnr_timeout_s)
             summary.update({"fmax_mhz": routed.fmax_mhz, "pnr": routed.as_dict()})
         card = {"schema": 1, "kind": "rtl",
-                "parent": {"run": str(run_dir.resolve()), "card_sha256": sha256_file(run_dir / CARD_NAME)},
+                "parent": {"run": "..", "card_sha256": sha256_file(run_dir / CARD_NAME)},
                 "metrics": {**summary, "project": RTL_DIR}, "files": {}}  # relative to the run
         write_json_atomic(rtl_dir / CARD_NAME, card)
     except BaseException:
