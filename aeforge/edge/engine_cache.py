@@ -217,7 +217,7 @@ class EngineCache:
         check_identity(sidecar, identity, folder)
         return CachedEngine(key, folder / ENGINE_FILE, sidecar_path, sidecar)
 
-    def load(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags, attempts: int = 3) -> bytes | None:
+    def load(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags, attempts: int = 20) -> bytes | None:
         """The checked engine bytes for these inputs, or None on a cache miss.
 
         An entry replaced by another builder between reading its sidecar and its engine is read
@@ -232,6 +232,7 @@ class EngineCache:
             except ArtifactError:
                 if attempt + 1 == attempts or not self._replaced_meanwhile(identity, onnx_sha256, flags):
                     raise
+                time.sleep(0.005 * (attempt + 1))  # let the other builder finish its swap
         raise AssertionError("unreachable")
 
     def _replaced_meanwhile(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags) -> bool:

@@ -88,7 +88,7 @@ def test_verification_table_names_the_reference_instead_of_a_row() -> None:
 
 
 def test_split_run_refuses_uint8_unless_told_how_to_scale() -> None:
-    from aeforge.cli import _split_float_images
+    from aeforge.cli_split import _split_float_images
 
     images = np.array([[[[0, 255]]]], dtype=np.uint8)
     with pytest.raises(DataError, match="--uint8 unit"):
