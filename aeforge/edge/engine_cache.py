@@ -230,9 +230,13 @@ class EngineCache:
                     return None
                 return load_engine_file(entry.engine_path, identity, entry.sidecar_path)
             except ArtifactError:
-                if attempt + 1 == attempts or not self._replaced_meanwhile(identity, onnx_sha256, flags):
+                if attempt + 1 == attempts:
                     raise
-                time.sleep(0.005 * (attempt + 1))  # let the other builder finish its swap
+                if not self._replaced_meanwhile(identity, onnx_sha256, flags):
+                    time.sleep(0.01)  # a swap may still be under way: the entry is judged once more
+                    if attempt >= 2 and not self._replaced_meanwhile(identity, onnx_sha256, flags):
+                        raise
+                time.sleep(0.002 * (attempt + 1))  # let the other builder finish its swap
         raise AssertionError("unreachable")
 
     def _replaced_meanwhile(self, identity: DeviceIdentity, onnx_sha256: str, flags: BuildFlags) -> bool:
