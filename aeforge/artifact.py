@@ -469,3 +469,23 @@ def fsync_tree_dirs(root: Path, names: list[str]) -> None:
     """fsync the directories of ``root`` that hold ``names`` (after files were renamed into them)."""
     for directory in sorted({(root / name).parent for name in names}, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def replacing_directory(target: Path) -> Iterator[None]:
+    """Build ``target`` anew inside the block: an existing ``target`` is moved aside first, put back when
+    the block fails (whatever it left is removed), and deleted when the block succeeds."""
+    previous = None
+    if target.exists():
+        previous = target.with_name(f".{target.name}.previous-{os.getpid()}")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(target, previous)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        if previous is not None:
+            os.replace(previous, target)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

@@ -455,7 +455,7 @@ def _to_channels_last(input_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def convert_module(module: nn.Module, input_shape: tuple[int, ...], input_type: FixedPoint,
                    calibration_inputs: np.ndarray) -> ConvertedModule:
-    """Trace, fold and read ``module`` into a spec and state dict (not yet checked; see :func:`check_equal`)."""
+    """Trace, fold and read ``module`` into a spec and state dict (not yet checked; see :func:`build_checked`)."""
     if not isinstance(module, nn.Module):
         raise ImportError_(f"expected a torch.nn.Module, got {type(module).__name__}")
     reference = _trace(copy.deepcopy(module).cpu().float().eval())

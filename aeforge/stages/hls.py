@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aeforge.artifact import CARD_NAME, confined_path, sha256_file, write_json_atomic
+from aeforge.artifact import CARD_NAME, confined_path, replacing_directory, sha256_file, write_json_atomic
 from aeforge.errors import ArtifactError, ConfigError, ToolUnavailableError
 from aeforge.stages.export import export_qonnx_stage, load_qonnx
 from aeforge.stages.paths import HLS_DIR, HLS_PROJECT, QONNX_DIR, QONNX_FILE
@@ -86,12 +84,7 @@ def hls_stage(
     if not (run_dir / QONNX_DIR / CARD_NAME).is_file():
         export_qonnx_stage(run_dir)
     qonnx_model = load_qonnx(run_dir)
-    previous = None
-    if hls_dir.exists():  # every check passed: move the old artifact aside, restore it on failure
-        previous = run_dir / f".{HLS_DIR}.previous-{os.getpid()}"
-        shutil.rmtree(previous, ignore_errors=True)
-        os.replace(hls_dir, previous)
-    try:
+    with replacing_directory(hls_dir):  # every check passed: the old artifact is restored on failure
         project = build_hls_project(
             qonnx_model, hls_dir / HLS_PROJECT, backend=options.backend, io_type=options.io_type,
             reuse_factor=options.reuse_factor, strategy=options.strategy, part=options.part,
@@ -113,13 +106,6 @@ def hls_stage(
             report = vendor.build(project.path, synth=True, cosim=cosim, vsynth=vsynth)
             card["metrics"]["synthesis"] = report.as_dict()
         write_json_atomic(hls_dir / CARD_NAME, card)
-    except BaseException:
-        shutil.rmtree(hls_dir, ignore_errors=True)
-        if previous is not None:
-            os.replace(previous, hls_dir)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
     return {**card, "project": str(project.path)}
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aeforge.artifact import CARD_NAME, sha256_file, write_json_atomic
+from aeforge.artifact import CARD_NAME, replacing_directory, sha256_file, write_json_atomic
 from aeforge.errors import ArtifactError, ConfigError, ToolUnavailableError
 from aeforge.quantize.models.boundary import HardwareModel, hardware_model
 from aeforge.stages.paths import RTL_DIR
@@ -80,12 +78,7 @@ def rtl_stage(
         from aeforge.hls.rtl.pnr import cutoff_for_target_mhz
 
         latency_cutoff = cutoff_for_target_mhz(target_mhz)
-    previous = None
-    if rtl_dir.exists():  # every check passed: move the old project aside, restore it on failure
-        previous = run_dir / f".{RTL_DIR}.previous-{os.getpid()}"
-        shutil.rmtree(previous, ignore_errors=True)
-        os.replace(rtl_dir, previous)
-    try:
+    with replacing_directory(rtl_dir):  # every check passed: the old artifact is restored on failure
         project = generate_rtl(model.module, rtl_dir, pipeline_stages=pipeline_stages,
                                latency_cutoff=latency_cutoff, language=language,
                                clock_period_ns=1000.0 / target_mhz if target_mhz else 25.0)
@@ -130,13 +123,6 @@ def rtl_stage(
                 "parent": {"run": "..", "card_sha256": sha256_file(run_dir / CARD_NAME)},
                 "metrics": {**summary, "project": RTL_DIR}, "files": {}}  # relative to the run
         write_json_atomic(rtl_dir / CARD_NAME, card)
-    except BaseException:
-        shutil.rmtree(rtl_dir, ignore_errors=True)
-        if previous is not None:
-            os.replace(previous, rtl_dir)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
     return summary
 
 

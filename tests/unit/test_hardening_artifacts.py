@@ -228,3 +228,21 @@ def test_rtl_force_checks_options_before_removing_the_old_project(tmp_path: Path
     with pytest.raises(ArtifactError, match="not an aeforge RTL project"):
         rtl_stage(run, force=True)
     assert (run / "rtl" / "old.v").is_file()
+
+
+def test_replacing_directory_restores_the_old_artifact_on_failure(tmp_path: Path) -> None:
+    from aeforge.artifact import replacing_directory
+
+    target = tmp_path / "hls"
+    target.mkdir()
+    (target / "card.json").write_text("old")
+    with pytest.raises(RuntimeError, match="build failed"), replacing_directory(target):
+        target.mkdir()
+        (target / "half.txt").write_text("partial")
+        raise RuntimeError("build failed")
+    assert sorted(p.name for p in target.iterdir()) == ["card.json"] and (target / "card.json").read_text() == "old"
+    with replacing_directory(target):
+        target.mkdir()
+        (target / "card.json").write_text("new")
+    assert (target / "card.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hls"]  # nothing moved aside is left behind
