@@ -55,8 +55,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from aeforge.cli_split import train_split
 
         return train_split(args)
+    import os
+
+    if args.resume or os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        raise AeforgeError(f"{args.config}: --resume and torchrun (several processes) are for model.family: split; "
+                           f"this config is {family!r}")
     if family == "autoencoder":
         return _train_autoencoder(args)
+    if family == "converter":
+        from aeforge.converter.cli import train_converter_command
+
+        return train_converter_command(args)
     from aeforge.config import load_config
     from aeforge.quantize.train import save_training_run, train_experiment
 
@@ -171,13 +180,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                            meter=args.meter, threads=args.threads, min_duration_s=args.duration_s,
                            min_queries=args.min_queries, max_duration_s=args.max_duration_s,
                            energy_options=energy_options or None) for batch in batches]
+    if not args.no_baselines:  # converter runs: heavy and light alone on the same runner and settings
+        from aeforge.converter.cli import bench_baselines
+
+        results = bench_baselines(Path(args.run), results, min_duration_s=args.duration_s,
+                                  min_queries=args.min_queries, max_duration_s=args.max_duration_s,
+                                  energy_options=energy_options or None)
     if args.json:
         printed = [{**result, **headline(result)} for result in results]
         print(json.dumps(printed[0] if len(printed) == 1 else printed, indent=2))
-        return EXIT_OK if all(result["valid"] for result in results) else EXIT_ERROR
+        return EXIT_OK if all(_bench_valid(result) for result in results) else EXIT_ERROR
     for result in results:
         _print_bench(args, result)
-    return EXIT_OK if all(result["valid"] for result in results) else EXIT_ERROR
+        if "comparison" in result:
+            from aeforge.converter.compare import format_comparison
+
+            print(format_comparison(result["comparison"]))
+    return EXIT_OK if all(_bench_valid(result) for result in results) else EXIT_ERROR
+
+
+def _bench_valid(result: dict) -> bool:
+    """A bench result and the baselines benched with it (converter runs) are all valid."""
+    return result["valid"] and all(b["valid"] for b in result.get("baselines", {}).values())
 
 
 def _batch_list(text: str) -> list[int]:
@@ -246,7 +270,9 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     summary = rtl_stage(Path(args.run), pipeline_stages=args.pipeline_stages, language=args.language,
                         force=args.force, synth=args.synth, target_mhz=args.target_mhz, pnr=args.pnr,
                         energy=args.energy, node_nm=args.node_nm, pnr_device=args.pnr_device,
-                        pnr_speed_grade=args.pnr_speed, pnr_route=not args.pnr_placed_only)
+                        pnr_speed_grade=args.pnr_speed, pnr_route=not args.pnr_placed_only,
+                        abc9=args.abc9, pnr_router=args.pnr_router,
+                        **({"max_luts": args.max_luts} if args.max_luts is not None else {}))
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
@@ -366,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     train.add_argument("--force", action="store_true", help="replace an existing run directory")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--resume", action="store_true",
+                       help="split: continue from RUN.resume/ (checkpoints of every epoch); a fresh start if none")
+    train.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"], default="auto",
+                       help="split under torchrun: process group backend (auto: nccl with GPUs, else gloo)")
     train.set_defaults(handler=_cmd_train)
 
     export = sub.add_parser("export", help="export a trained run's hardware model")
@@ -442,9 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
     rtl.add_argument("--pnr-speed", type=int, choices=[6, 7, 8], default=6, help="ECP5 speed grade (6 = slowest)")
     rtl.add_argument("--pnr-placed-only", action="store_true",
                      help="stop after placement: Fmax is nextpnr's placement estimate (much faster)")
+    rtl.add_argument("--pnr-router", choices=["router1", "router2"],
+                     help="nextpnr router (default nextpnr's router1; router2 routes large designs faster)")
+    rtl.add_argument("--abc9", action="store_true",
+                     help="map with Yosys' ABC9 flow (synth_xilinx/synth_ecp5 -abc9) for --synth and --pnr")
     rtl.add_argument("--energy", action="store_true",
                      help="estimate ASIC energy/inference from a generic Yosys netlist (estimate, not measurement)")
     rtl.add_argument("--node-nm", type=float, default=65.0, help="technology node of the energy estimate (default 65)")
+    rtl.add_argument("--max-luts", type=int, default=None,
+                     help="refuse designs whose tool-free LUT estimate exceeds this before generating anything "
+                          "(default 2,000,000: beyond that da4ml and Verilator take hours)")
     rtl.add_argument("--json", action="store_true")
     rtl.add_argument("--force", action="store_true", help="replace an existing RUN/rtl")
     rtl.set_defaults(handler=_cmd_rtl)
@@ -483,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--energy-window-s", type=float, help="minimum energy window per repeat (default 10)")
     bench.add_argument("--energy-repeats", type=int, help="energy repeats (default 5)")
     bench.add_argument("--idle-s", type=float, help="idle power measurement before the windows (default 5)")
+    bench.add_argument("--no-baselines", action="store_true",
+                       help="converter runs: do not also bench the heavy and light-alone baselines")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=_cmd_bench)
 

@@ -99,7 +99,12 @@ class AeQuantConfig:
 
 @dataclass(frozen=True)
 class AeTrainConfig:
-    """Float pre-training then QAT fine-tuning, Adam with early stopping on the validation loss."""
+    """Float pre-training then QAT fine-tuning, Adam with early stopping on the validation loss.
+
+    ``sparsity`` > 0 prunes that fraction of each dense/conv layer's weights by magnitude after float
+    training, fine-tunes the masked float model for ``prune_epochs``, and keeps the masks fixed through
+    QAT, so the hardware (da4ml RTL) has no adders for the pruned weights.
+    """
 
     seed: int = 0
     batch_size: int = 256
@@ -112,8 +117,14 @@ class AeTrainConfig:
     min_delta: float = 0.0
     threads: int | None = None
     progress: bool = True
+    sparsity: float = 0.0  # fraction of each dense/conv layer's weights pruned (by magnitude) before QAT
+    prune_epochs: int = 10  # masked float fine-tuning after pruning (only with sparsity > 0)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
+            raise ConfigError(f"train.sparsity: must be a number in [0, 1), got {self.sparsity!r}")
+        if isinstance(self.prune_epochs, bool) or not isinstance(self.prune_epochs, int) or self.prune_epochs < 0:
+            raise ConfigError(f"train.prune_epochs: must be a non-negative integer, got {self.prune_epochs!r}")
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size: must be >= 1, got {self.batch_size}")
         if self.float_epochs < 0 or self.qat_epochs < 1:
@@ -279,6 +290,7 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> AeRes
     import torch
 
     from aeforge.quantize import losses
+    from aeforge.quantize.magnitude_pruning import WeightMasks, magnitude_masks, weight_density
     from aeforge.quantize.models.sequential import SequentialQuantModel
     from aeforge.quantize.train import fit, seed_everything
 
@@ -298,14 +310,21 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> AeRes
     if config.train.float_epochs:
         history += fit(float_model, data.train, data.val, phase="float", epochs=config.train.float_epochs,
                        learning_rate=config.train.learning_rate, **common)
+    masks = WeightMasks(magnitude_masks(float_model, config.train.sparsity) if config.train.sparsity else {})
+    if config.train.sparsity and config.train.prune_epochs:
+        with masks.attached(float_model):
+            history += fit(float_model, data.train, data.val, phase="prune", epochs=config.train.prune_epochs,
+                           learning_rate=config.train.learning_rate, **common)
     qat_model = SequentialQuantModel(full_spec, quantized=True)
     missing = qat_model.load_state_dict(float_model.state_dict(), strict=False).missing_keys
     if any(key.endswith((".weight", ".bias")) for key in missing):
         raise ConfigError(f"internal: float and QAT models differ in parameters: {missing}")  # pragma: no cover
-    history += fit(qat_model, data.train, data.val, phase="qat", epochs=config.train.qat_epochs,
-                   learning_rate=config.train.qat_learning_rate, **common)
+    with masks.attached(qat_model):  # pruned weights stay zero through QAT (no masks: nothing is pruned)
+        history += fit(qat_model, data.train, data.val, phase="qat", epochs=config.train.qat_epochs,
+                       learning_rate=config.train.qat_learning_rate, **common)
     del losses.LOSSES[name]
-    metrics = {"mse": {"float": _mse(float_model, data.test), "qat": _mse(qat_model, data.test)}}
+    metrics = {"mse": {"float": _mse(float_model, data.test), "qat": _mse(qat_model, data.test)},
+               "weight_density": {"qat": round(weight_density(qat_model), 6)}}
     if data.test_labels is not None and 0 < data.test_labels.sum() < len(data.test_labels):
         metrics["auc"] = {which: _auc(_errors(model, data.test), data.test_labels)
                           for which, model in (("float", float_model), ("qat", qat_model))}

@@ -12,12 +12,18 @@ from aeforge.errors import ArtifactError, ConfigError, ToolUnavailableError
 from aeforge.quantize.models.boundary import HardwareModel, hardware_model
 from aeforge.stages.paths import RTL_DIR
 
+DEFAULT_MAX_LUTS = 2_000_000
+"""Largest tool-free LUT estimate ``aeforge rtl`` builds unless told otherwise: about half of the largest
+FPGAs' LUTs, and far past what da4ml's tracer and Verilator handle in minutes (the ECON-T encoder, ~30k
+LUTs, takes about two)."""
+
 
 def rtl_stage(
     run_dir: str | Path, pipeline_stages: int | None = None, language: str = "verilog", force: bool = False,
     synth: str | None = None, target_mhz: float | None = None, pnr: bool = False, energy: bool = False,
     node_nm: float = 65.0, n_check: int = 256, pnr_device: str = "85k", pnr_speed_grade: int = 6,
-    pnr_route: bool = True, pnr_timeout_s: float = 3600.0,
+    pnr_route: bool = True, pnr_timeout_s: float = 3600.0, max_luts: int = DEFAULT_MAX_LUTS,
+    abc9: bool = False, pnr_router: str | None = None,
 ) -> dict[str, Any]:
     """``aeforge rtl``: da4ml RTL of the hardware model in ``RUN/rtl`` (combinational or pipelined).
 
@@ -28,11 +34,15 @@ def rtl_stage(
     the initiation interval are measured. ``synth`` runs Yosys for that target, ``pnr`` nextpnr-ecp5
     for Fmax on ``pnr_device`` (default the LFE5U-85F: the ECON-T encoder needs ~50k LUT4s, more than a
     25k or 45k holds) at ``pnr_speed_grade`` (6 = slowest); ``pnr_route=False`` reports the
-    post-placement estimate (routing the encoder takes longer than 10 minutes). The tool-free
+    post-placement estimate (routing the encoder takes longer than 10 minutes), ``pnr_router`` picks
+    nextpnr's router (``router2`` routes large designs faster); ``abc9`` maps with Yosys' ABC9 flow
+    (``synth_xilinx``/``synth_ecp5 -abc9``) for ``synth`` and ``pnr``. The tool-free
     resource estimate and the programmable-MAC energy estimate of
     :mod:`aeforge.hls.estimate` are always added; ``energy`` also synthesizes a generic gate netlist
     and estimates this design's energy per inference at ``node_nm`` from it, with the bit activity
-    measured on realistic events. ``RUN/rtl/card.json`` holds everything and is written last; a
+    measured on realistic events. A design whose tool-free LUT estimate exceeds ``max_luts`` is refused
+    before anything is generated, with the estimate and what to change. ``RUN/rtl/card.json`` holds
+    everything and is written last; a
     failure leaves no new ``RUN/rtl``: with ``force`` the old one is moved aside only after every option
     and tool was checked, and put back if the new one fails. Missing tools are reported before any work.
     """
@@ -58,7 +68,9 @@ def rtl_stage(
             raise ToolUnavailableError(f"--pnr: {why_nextpnr_unavailable()}")
         from aeforge.hls.rtl.pnr import _check_args
 
-        _check_args(pnr_device, "CABGA381", pnr_speed_grade, target_mhz or 40.0, 1)
+        _check_args(pnr_device, "CABGA381", pnr_speed_grade, target_mhz or 40.0, 1, pnr_router)
+    if abc9 and synth == "generic":
+        raise ConfigError("--abc9: the generic target has no ABC9 flow; use --synth xc7, ecp5 or ice40")
     if pipeline_stages is not None and (isinstance(pipeline_stages, bool) or pipeline_stages < 0):
         raise ConfigError(f"--pipeline-stages must be a non-negative integer, got {pipeline_stages!r}")
     if target_mhz is not None and not target_mhz > 0:
@@ -73,6 +85,7 @@ def rtl_stage(
         if not (rtl_dir / MANIFEST).is_file():
             raise ArtifactError(f"{rtl_dir}: exists and is not an aeforge RTL project; refusing to replace it")
     model = hardware_model(run_dir)
+    _check_size(model, max_luts)
     latency_cutoff = None
     if target_mhz is not None:
         from aeforge.hls.rtl.pnr import cutoff_for_target_mhz
@@ -107,7 +120,7 @@ def rtl_stage(
         if synth is not None:
             from aeforge.hls.rtl.yosys import synthesize
 
-            report = synthesize(project, synth)
+            report = synthesize(project, synth, abc9=abc9)
             summary.update({"lut": report.lut, "ff": report.ff, "dsp": report.dsp, "carry": report.carry,
                             "bram": report.bram, "logic_depth": report.logic_depth,
                             "synthesis": report.as_dict()})
@@ -117,13 +130,31 @@ def rtl_stage(
             from aeforge.hls.rtl.pnr import place_and_route
 
             routed = place_and_route(project, device=pnr_device, speed_grade=pnr_speed_grade,
-                                     target_mhz=target_mhz or 40.0, route=pnr_route, timeout_s=pnr_timeout_s)
+                                     target_mhz=target_mhz or 40.0, route=pnr_route, timeout_s=pnr_timeout_s,
+                                     abc9=abc9, router=pnr_router)
             summary.update({"fmax_mhz": routed.fmax_mhz, "pnr": routed.as_dict()})
         card = {"schema": 1, "kind": "rtl",
                 "parent": {"run": "..", "card_sha256": sha256_file(run_dir / CARD_NAME)},
                 "metrics": {**summary, "project": RTL_DIR}, "files": {}}  # relative to the run
         write_json_atomic(rtl_dir / CARD_NAME, card)
     return summary
+
+
+def _check_size(model: HardwareModel, max_luts: int) -> None:
+    """Refuse a design whose LUT estimate exceeds ``max_luts`` (fully parallel RTL of a large network)."""
+    from aeforge.hls.estimate import estimate_resources
+
+    if isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1:
+        raise ConfigError(f"--max-luts must be a positive integer, got {max_luts!r}")
+    estimate = estimate_resources(model.module)
+    luts = estimate.calibrated_lut or estimate.lut or 0
+    if luts > max_luts:
+        raise ArtifactError(
+            f"the fully parallel RTL of this model needs about {luts:,} LUTs (tool-free estimate from its "
+            f"non-zero weight digits), over --max-luts {max_luts:,}; generating and simulating it would take "
+            "hours and no FPGA holds it. Make it smaller (prune: train.sparsity in an autoencoder config; fewer "
+            "weight bits; narrower layers), or build a folded design with `aeforge hls RUN --strategy resource "
+            "--reuse-factor N`; pass a larger --max-luts to try anyway")
 
 
 def _estimates(project: Any, model: HardwareModel, synth_report: dict[str, Any] | None, energy: bool,

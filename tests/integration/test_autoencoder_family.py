@@ -129,3 +129,35 @@ def test_conv_autoencoder_on_an_image_file_trains_and_verifies(tmp_path: Path,
     results = json.loads(capsys.readouterr().out)
     assert results["targets"]["rtl"]["exact"] == 300 and results["targets"]["ort"]["exact"] == 300
     assert hardware_model(run).module.output_shape == (1, 8, 8)  # the whole autoencoder is the artifact
+
+
+def test_pruned_autoencoder_keeps_its_zeros_through_qat_and_rtl(dense_run: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """train.sparsity prunes by magnitude after float training; the zeros survive QAT, the RTL gets
+    smaller and stays bit-exact; --max-luts refuses an oversize design before writing anything."""
+    import torch
+
+    from aeforge.hls.estimate import estimate_resources
+
+    run = tmp_path / "pruned"
+    assert main(["train", str(dense_run.parent / "ae.yaml"), "--out", str(run), "--quiet",
+                 "--set", "train.sparsity=0.5"]) == 0
+    card = json.loads((run / "card.json").read_text())
+    density = card["metrics"]["weight_density"]["qat"]
+    assert 0.45 < density < 0.6, density
+    module = hardware_model(run).module
+    weights = [m.weight.detach() for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    zero = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zero > 0.4  # pruned weights are exact zeros in the stored model
+    unpruned = json.loads((dense_run / "card.json").read_text())["metrics"]
+    assert card["metrics"]["mse"]["qat"] < 3 * unpruned["mse"]["qat"]
+    dense_luts = estimate_resources(hardware_model(dense_run).module).lut
+    assert estimate_resources(module).lut < 0.7 * dense_luts
+
+    assert main(["rtl", str(run), "--max-luts", "10"]) == 1
+    assert "--max-luts 10" in capsys.readouterr().err and not (run / "rtl").exists()
+    assert main(["rtl", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(run), "--n", "1000", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["targets"]["rtl"]["exact"] == 1000 and results["targets"]["qonnx"]["exact"] == 1000

@@ -93,6 +93,8 @@ class PnrReport:
     registered_io: bool  # True: a combinational design was timed inside the register harness
     out_of_context: bool
     routed: bool = True  # False: ``route=False``, Fmax is nextpnr's post-placement estimate
+    router: str = "router1"
+    abc9: bool = False  # synthesized with ``synth_ecp5 -abc9``
     utilisation: dict[str, dict[str, int]] = field(default_factory=dict)
     lut: int = 0
     ff: int = 0
@@ -304,11 +306,11 @@ endmodule
 """
 
 
-def _synth_script(files: list[str], top: str, json_stat: bool) -> str:
+def _synth_script(files: list[str], top: str, json_stat: bool, abc9: bool = False) -> str:
     lines = [
         "read_verilog " + " ".join(files),
         f"hierarchy -check -top {top}",
-        f"synth_ecp5 -top {top}",
+        f"synth_ecp5 -top {top}" + (" -abc9" if abc9 else ""),
         "tee -q -o stat.txt stat",
     ]
     if json_stat:
@@ -325,7 +327,10 @@ def _last_error(*texts: str) -> str:
     return tail[-1] if tail else "no output"
 
 
-def _check_args(device: str, package: str, speed_grade: int, target_mhz: float, seed: int) -> None:
+def _check_args(device: str, package: str, speed_grade: int, target_mhz: float, seed: int,
+                router: str | None = None) -> None:
+    if router not in (None, "router1", "router2"):
+        raise ConfigError(f"--pnr-router must be router1 or router2, got {router!r}")
     if device not in DEVICES:
         raise ConfigError(f"nextpnr-ecp5 device must be one of {', '.join(DEVICES)}, got {device!r}")
     if speed_grade not in SPEED_GRADES:
@@ -351,6 +356,8 @@ def place_and_route(
     out_of_context: bool = True,
     threads: int | None = 1,
     route: bool = True,
+    abc9: bool = False,
+    router: str | None = None,
 ) -> PnrReport:
     """Synthesize ``project`` with ``synth_ecp5``, place and route it with nextpnr-ecp5: a :class:`PnrReport`.
 
@@ -359,11 +366,13 @@ def place_and_route(
     ``synth.ys``, ``yosys.log``, ``design.json``, ``nextpnr.log`` and ``report.json``), else in a
     temporary directory. ``timeout_s`` bounds each tool run. ``route=False`` stops after placement
     (``--no-route``; Fmax is then nextpnr's placement estimate, a few % optimistic -- routing is the
-    slow part on large designs). ``threads`` is passed to nextpnr's ``--threads``. Raises ToolUnavailableError without
+    slow part on large designs). ``threads`` is passed to nextpnr's ``--threads``, ``router`` (``router1``,
+    nextpnr's default, or ``router2``) to ``--router``; ``abc9`` maps with ``synth_ecp5 -abc9``. Raises
+    ToolUnavailableError without
     Yosys or nextpnr, :class:`PnrError` when a tool fails or times out or the design does not fit the
     device, ConfigError for bad arguments or a VHDL project.
     """
-    _check_args(device, package, speed_grade, target_mhz, seed)
+    _check_args(device, package, speed_grade, target_mhz, seed, router)
     files = design_files(project)
     yosys = _require_yosys()
     nextpnr = _require_nextpnr()
@@ -391,7 +400,7 @@ def place_and_route(
             read.append(f"{HARNESS}.v")
         for stale in ("design.json", "report.json", "nextpnr.log", "stat.json", "stat.txt"):
             (scratch / stale).unlink(missing_ok=True)
-        (scratch / "synth.ys").write_text(_synth_script(read, top, json_stat), encoding="utf-8")
+        (scratch / "synth.ys").write_text(_synth_script(read, top, json_stat, abc9), encoding="utf-8")
         result = _run(
             [*yosys, "-q", "-l", "yosys.log", "-s", "synth.ys"], scratch, timeout_s, "Yosys synth_ecp5", out_dir
         )
@@ -429,6 +438,8 @@ def place_and_route(
             command += ["--threads", str(int(threads))]
         if not route:
             command.append("--no-route")
+        if router is not None:
+            command += ["--router", router]
         pnr_start = time.perf_counter()
         returncode, output = _run_nextpnr(command, scratch, timeout_s, device, out_dir)
         pnr_seconds = time.perf_counter() - pnr_start
@@ -474,6 +485,8 @@ def place_and_route(
         registered_io=registered_io,
         out_of_context=out_of_context,
         routed=route,
+        router=router or "router1",
+        abc9=abc9,
         utilisation=utilisation,
         lut=int(counts["lut"] or 0),
         ff=int(counts["ff"] or 0),

@@ -24,8 +24,11 @@ then truncate (a tie rounds up exactly when the truncated result would be odd). 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from collections.abc import Iterator
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import numpy as np
@@ -118,27 +121,50 @@ def _wrap(vars_: np.ndarray, like: Any) -> Any:
 def quantize(x: Any, spec: FixedPoint, where: str) -> Any:
     """``ap_fixed`` quantization of a FixedVariableArray to ``spec`` (round first, then overflow)."""
     check_type(spec, where)
-    k, i, f = kif(spec)
-    if spec.rounding == "TRN":
-        return x.quantize(k, i, f, spec.overflow, "TRN")
-    out = []
-    for v in x._vars.ravel():
-        _, _, fx = v.kif
-        if fx <= f:  # nothing below the new LSB: exact, no rounding
-            out.append(v.quantize(k, i, f, spec.overflow, "TRN"))
-            continue
-        # round half to even = floor(x + half - ulp + lsb_bit * ulp), ulp = 2**-fx
-        lsb_bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")  # 0 or 2**-f: the bit that becomes the LSB
-        shifted = v + (2.0 ** (-f - 1) - 2.0 ** (-fx)) + lsb_bit * 2.0 ** (f - fx)
-        out.append(shifted.quantize(k, i, f, spec.overflow, "TRN"))
+    out = [_quantize_variable(v, spec) for v in x._vars.ravel()]
     return _wrap(np.array(out, dtype=object).reshape(x._vars.shape), x)
 
 
 def relu_quantize(x: Any, spec: FixedPoint, where: str) -> Any:
     """ReLU then quantization to ``spec`` (an unsigned saturating type's clamp is the ReLU itself)."""
-    if spec.signed or spec.overflow == "WRAP":
-        x = x.relu()
-    return quantize(x, spec, where)
+    check_type(spec, where)
+    out = []
+    for v in x._vars.ravel():
+        if _is_constant(v):
+            out.append(_constant(max(float(v.low), 0.0), spec, v))
+        else:
+            out.append(_quantize_variable(v.relu() if spec.signed or spec.overflow == "WRAP" else v, spec))
+    return _wrap(np.array(out, dtype=object).reshape(x._vars.shape), x)
+
+
+def _is_constant(v: Any) -> bool:
+    return v.low == v.high
+
+
+def _constant(value: float, spec: FixedPoint, like: Any) -> Any:
+    """A da4ml constant holding ``value`` quantized to ``spec`` by aeforge's own ap_fixed semantics.
+
+    da4ml 0.6 folds constants itself but gets negative values wrong (Decimal's remainder keeps the sign)
+    and wraps unsigned ones modulo twice their range; a bias-only output (a row of pruned weights) is such
+    a constant, so constants never reach its quantizer.
+    """
+    from da4ml.trace import FixedVariable
+
+    quantized = float(spec.quantize(np.array([value], dtype=np.float64))[0])
+    return FixedVariable.from_const(Decimal(quantized), hwconf=like.hwconf)
+
+
+def _quantize_variable(v: Any, spec: FixedPoint) -> Any:
+    if _is_constant(v):
+        return _constant(float(v.low), spec, v)
+    k, i, f = kif(spec)
+    _, _, fx = v.kif
+    if spec.rounding == "TRN" or fx <= f:  # truncation, or nothing below the new LSB: no rounding
+        return v.quantize(k, i, f, spec.overflow, "TRN")
+    # round half to even = floor(x + half - ulp + lsb_bit * ulp), ulp = 2**-fx
+    lsb_bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")  # 0 or 2**-f: the bit that becomes the LSB
+    shifted = v + (2.0 ** (-f - 1) - 2.0 ** (-fx)) + lsb_bit * 2.0 ** (f - fx)
+    return shifted.quantize(k, i, f, spec.overflow, "TRN")
 
 
 # ------------------------------------------------------------------------------------ layers
@@ -177,15 +203,31 @@ def _conv(x: Any, layer: Any, module: Any, where: str) -> Any:
     weight, bias = _params(layer, module)
     filters = weight.shape[0]
     matrix = np.transpose(weight, (*range(2, 2 + dims), 1, 0)).reshape(-1, filters)  # (*kernel, C) x F
-    out = _wrap(windows, x) @ matrix
+    out = _solver_input(_wrap(windows, x), matrix) @ matrix
     if bias is not None:
         out = out + bias[None, :]
     return out.reshape(*out_sizes, filters)
 
 
+EXHAUSTIVE_SEARCH_MAX_WEIGHTS = 16384
+"""Constant matrices up to this many entries get da4ml's exhaustive decomposition search (its default);
+larger ones a single search pass: on a 128x128 matrix that is 6x faster at the same cost, and it is what
+makes a 640x128 layer traceable in about a minute instead of many."""
+
+
+def _solver_input(x: Any, matrix: np.ndarray) -> Any:
+    """``x`` with the da4ml solver options for multiplying by the constant ``matrix``."""
+    if matrix.size <= EXHAUSTIVE_SEARCH_MAX_WEIGHTS:
+        return x
+    from da4ml.trace import FixedVariableArray
+
+    options = {**(x.solver_options or {}), "search_all_decompose_dc": False}
+    return FixedVariableArray(x._vars, options, hwconf=x.hwconf)
+
+
 def _dense(x: Any, layer: Any, module: Any) -> Any:
     weight, bias = _params(layer, module)
-    out = x @ weight.T
+    out = _solver_input(x, weight) @ weight.T
     return out + bias if bias is not None else out
 
 
@@ -295,4 +337,34 @@ def trace_model(model: Any) -> Any:
     k, i, f = kif(model.input_type)
     # the port carries the input type; inputs are on its grid, so the input quantizer is the identity
     x = inp.quantize(k, i, f, "WRAP", "TRN")
-    return comb_trace(inp, trace_layers(model, x))
+    outputs = trace_layers(model, x)
+    with _integer_constants_rounded():
+        return comb_trace(inp, outputs)
+
+
+def _nearest_integer(value: Any) -> int:
+    """``int(value)``, except that a Decimal within 1e-9 of an integer becomes that integer."""
+    if isinstance(value, Decimal):
+        nearest = value.to_integral_value(rounding=ROUND_HALF_EVEN)
+        if abs(value - nearest) < Decimal("1e-9"):
+            return int(nearest)
+    return int(value)
+
+
+@contextlib.contextmanager
+def _integer_constants_rounded() -> Iterator[None]:
+    """Work around a da4ml 0.6 tracer bug while lowering a trace to ops.
+
+    ``comb_trace`` turns a constant add into an integer as ``int(constant / step)`` on Decimals. After a long
+    chain of adder-tree scalings (a layer whose input factor is ~1e-13) that ratio comes out as 47.99999...,
+    and the truncation adds a constant one LSB too small (seen on the 640-128-...-8 AD autoencoder: one bias
+    of 569 off, so the RTL disagreed with Brevitas). These ratios are integers by construction, so the
+    tracer's ``int`` is replaced by one that takes the nearest integer when the value is that close to it.
+    """
+    from da4ml.trace import tracer
+
+    tracer.int = _nearest_integer  # module global shadows the builtin inside da4ml's tracer only
+    try:
+        yield
+    finally:
+        del tracer.int

