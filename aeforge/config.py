@@ -52,8 +52,53 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class HgqConfig:
+    """Heterogeneous quantization (``model.quantization: hgq``, see :mod:`aeforge.quantize.hgq`).
+
+    Learned fractional bits per weight (``weight_granularity: weight``) or per output channel
+    (``channel``) inside the layer's container type (``quant.weight``), one learned activation width
+    per layer inside ``quant.conv_activation``; ``beta`` weighs the EBOPs resource cost in the loss,
+    0 for ``beta_warmup_epochs`` QAT epochs, then ramped over ``beta_ramp_epochs`` (linearly, or
+    geometrically from ``beta_start`` when it is > 0).
+    """
+
+    weight_granularity: str = "weight"  # "weight" or "channel"
+    activation_granularity: str = "layer"  # one type per layer: what hls4ml, QONNX and da4ml take
+    init_weight_frac_bits: float | None = None  # default: the container's fractional bits
+    init_activation_frac_bits: float | None = None
+    bits_lr_scale: float = 8.0  # the bit widths move this much faster than the weights
+    beta: float = 1e-5
+    beta_start: float = 0.0
+    beta_warmup_epochs: int = 2
+    beta_ramp_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.weight_granularity not in ("weight", "channel"):
+            raise ConfigError(f"model.hgq.weight_granularity: expected 'weight' or 'channel', got "
+                              f"{self.weight_granularity!r}")
+        if self.activation_granularity != "layer":
+            raise ConfigError(f"model.hgq.activation_granularity: only 'layer' is supported (got "
+                              f"{self.activation_granularity!r}): hls4ml, QONNX and the da4ml RTL take one "
+                              "activation type per layer, so per-channel widths would not export bit-exactly")
+        for name in ("beta", "beta_start"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.hgq.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("beta_warmup_epochs", "beta_ramp_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.hgq.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.bits_lr_scale > 0:
+            raise ConfigError(f"model.hgq.bits_lr_scale: must be > 0, got {self.bits_lr_scale}")
+        if self.beta_start > 0 and self.beta_start > self.beta:
+            raise ConfigError(f"model.hgq.beta_start: must be <= model.hgq.beta ({self.beta}), got {self.beta_start}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the ECON-T autoencoder (encoder on detector, decoder off detector)."""
+    """Architecture of the ECON-T autoencoder (encoder on detector, decoder off detector).
+
+    ``quantization``: ``uniform`` (one type per role from ``quant``) or ``hgq`` (learned per-weight
+    bit widths and a resource cost, configured by ``hgq``).
+    """
 
     family: str = "econt"
     filters: int = 8
@@ -62,10 +107,14 @@ class ModelConfig:
     latent_dim: int = 16
     decoder: str = "float"  # "float" or "quantized"
     decoder_filters: int = 8
+    quantization: str = "uniform"  # "uniform" or "hgq"
+    hgq: HgqConfig = field(default_factory=HgqConfig)
 
     def __post_init__(self) -> None:
         if self.family != "econt":
             raise ConfigError(f"model.family: unknown model family {self.family!r}; available: 'econt'")
+        if self.quantization not in ("uniform", "hgq"):
+            raise ConfigError(f"model.quantization: expected 'uniform' or 'hgq', got {self.quantization!r}")
         if self.decoder not in ("float", "quantized"):
             raise ConfigError(f"model.decoder: expected 'float' or 'quantized', got {self.decoder!r}")
         for name in ("filters", "kernel_size", "stride", "latent_dim", "decoder_filters"):
@@ -101,9 +150,23 @@ class QuantConfig:
             raise ConfigError("quant: weight and bias types must be signed")
 
 
+TRAIN_AUGMENTS = ("none", "rotations", "symmetries")
+TRAIN_SCHEDULES = ("constant", "one_cycle")
+TRAIN_MONITORS = ("val_loss", "emd")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation: float pre-training, then quantization-aware fine-tuning."""
+    """Optimisation: float pre-training, then quantization-aware fine-tuning.
+
+    Recipe for small samples (defaults keep the plain recipe): ``augment`` moves every training
+    event by a random module symmetry each epoch (``rotations``: the three 120° turns, ``symmetries``:
+    also the reflections; see :mod:`aeforge.data.hgcal.geometry`); ``schedule: one_cycle`` ramps the
+    learning rate from ``learning_rate/25`` to ``learning_rate`` over ``warmup_fraction`` of the
+    steps and anneals it (cosine) to ``learning_rate/1e4``, per phase; ``monitor: emd`` early-stops
+    on the mean EMD of up to ``emd_val_events`` validation events instead of the validation loss.
+    With one_cycle, patience counts only after the warm-up.
+    """
 
     seed: int = 0
     loss: str = "energy_mse"  # see aeforge.quantize.losses.LOSSES ("telescope" is the published one)
@@ -115,6 +178,11 @@ class TrainConfig:
     patience: int = 8
     min_delta: float = 0.0
     threads: int | None = None
+    augment: str = "none"  # "none", "rotations" or "symmetries" (rotations + reflections)
+    schedule: str = "constant"  # "constant" or "one_cycle"
+    warmup_fraction: float = 0.3
+    monitor: str = "val_loss"  # "val_loss" or "emd"
+    emd_val_events: int = 2000
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -127,6 +195,14 @@ class TrainConfig:
             raise ConfigError("train: float_epochs and qat_epochs must be >= 0 and not both 0")
         if self.patience < 1:
             raise ConfigError(f"train.patience: must be >= 1, got {self.patience}")
+        for name, allowed in (("augment", TRAIN_AUGMENTS), ("schedule", TRAIN_SCHEDULES),
+                              ("monitor", TRAIN_MONITORS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train.{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise ConfigError(f"train.warmup_fraction: must be in (0, 1), got {self.warmup_fraction}")
+        if self.emd_val_events < 10:
+            raise ConfigError(f"train.emd_val_events: must be >= 10, got {self.emd_val_events}")
 
 
 @dataclass(frozen=True)

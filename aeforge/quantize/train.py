@@ -2,6 +2,8 @@
 
 :func:`train_experiment` is the whole recipe: load and normalise data, train the float model,
 copy its weights into the Brevitas model and fine-tune it with the quantizers in the loop.
+Optional (``train.augment``, ``train.schedule``, ``train.monitor``): module-symmetry augmentation,
+one-cycle learning rates and early stopping on the validation EMD.
 :func:`save_training_run` writes the run directory (checkpoints, history, card).
 """
 
@@ -21,7 +23,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from aeforge.artifact import RunWriter, load_run
-from aeforge.config import DataConfig, ExperimentConfig, build_dataclass, to_dict
+from aeforge.config import DataConfig, ExperimentConfig, TrainConfig, build_dataclass, to_dict
+from aeforge.data.hgcal import geometry
 from aeforge.data.hgcal.readouts import load_calq_csv, normalize_econt, split_indices
 from aeforge.data.hgcal.synthetic import generate_readouts
 from aeforge.errors import ArtifactError, DataError
@@ -50,6 +53,8 @@ class EpochRecord:
     train_loss: float
     val_loss: float
     seconds: float
+    val_emd: float | None = None
+    learning_rate: float | None = None
 
 
 @dataclass
@@ -111,6 +116,50 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[n
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, max_lr: float, total_steps: int, warmup_fraction: float = 0.3
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``None`` for ``constant``; for ``one_cycle`` torch's OneCycleLR stepped once per batch.
+
+    Cosine ramp from ``max_lr/25`` to ``max_lr`` over ``warmup_fraction`` of ``total_steps``, then
+    cosine annealing to ``max_lr/25e4`` (Adam's beta1 cycles 0.95 -> 0.85 -> 0.95 alongside).
+    """
+    if schedule == "constant":
+        return None
+    if schedule != "one_cycle":
+        raise DataError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'one_cycle'")
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=warmup_fraction,
+        div_factor=25.0, final_div_factor=1e4,
+    )
+
+
+def augmentation_gathers(maps: np.ndarray | None) -> torch.Tensor | None:
+    """(G, 48) cell maps -> gather indices: ``x.gather(1, g[k])`` moves an event by map ``k``."""
+    if maps is None:
+        return None
+    return torch.as_tensor(np.stack([geometry.invert_map(m) for m in np.asarray(maps)]), dtype=torch.long)
+
+
+def augment_batch(batch: torch.Tensor, gathers: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Move each event of ``batch`` (B, 48) by a symmetry drawn uniformly from ``gathers``."""
+    choice = torch.as_tensor(rng.integers(len(gathers), size=len(batch)), dtype=torch.long)
+    return torch.gather(batch, 1, gathers[choice])
+
+
+def emd_monitor(events: np.ndarray) -> Callable[[torch.nn.Module], float]:
+    """Early-stopping score: mean EMD of ``events`` reconstructed by the model (inf if undefined)."""
+    from aeforge.quantize import metrics
+    from aeforge.quantize.models.econt import reconstruct
+
+    def score(model: torch.nn.Module) -> float:
+        values = metrics.emd(events, reconstruct(model, events))
+        finite = values[np.isfinite(values)]
+        return float(finite.mean()) if finite.size else float("inf")
+
+    return score
+
+
 @torch.no_grad()
 def mean_loss(model: torch.nn.Module, events: torch.Tensor, loss_fn: Callable, batch_size: int = 4096) -> float:
     model.eval()
@@ -134,41 +183,84 @@ def fit(
     min_delta: float,
     seed: int,
     progress: bool = True,
+    schedule: str = "constant",
+    warmup_fraction: float = 0.3,
+    augment_maps: np.ndarray | None = None,
+    monitor: Callable[[torch.nn.Module], float] | None = None,
 ) -> list[EpochRecord]:
-    """Adam with early stopping on the validation loss; the best weights are restored at the end."""
+    """Adam with early stopping; the weights with the best score are restored at the end.
+
+    The score is ``monitor(model)`` (e.g. :func:`emd_monitor`) after every epoch, or the
+    validation loss. ``schedule``: see :func:`make_scheduler` (with ``one_cycle`` patience
+    counts only after the warm-up). ``augment_maps`` (G, 48): cell maps (module symmetries);
+    each training event is moved by a random one in every batch. A model with a resource cost
+    (``model.quantization: hgq``, :class:`~aeforge.quantize.hgq.econt.HgqAutoencoder`) adds
+    ``resource_penalty(epoch)`` to the loss; its best epoch is chosen once the cost's ramp is over
+    (``cost_ramp_epochs``), scored on the validation loss plus ``selection_penalty()`` (or the monitor).
+    """
     loss_fn = get_loss(loss_name)
+    penalty = getattr(model, "resource_penalty", None)  # HGQ: beta(epoch) * EBOPs
+    cost_ramp_epochs = int(getattr(model, "cost_ramp_epochs", 0))
     train_t = torch.as_tensor(train, dtype=torch.float32)
     val_t = torch.as_tensor(val, dtype=torch.float32)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    steps_per_epoch = -(-len(train_t) // batch_size)
+    scheduler = make_scheduler(optimizer, schedule, learning_rate, epochs * steps_per_epoch, warmup_fraction)
+    warmup_epochs = int(np.ceil(warmup_fraction * epochs)) if scheduler is not None else 0
+    gathers = augmentation_gathers(augment_maps)
     rng = np.random.default_rng(seed)
-    best_loss, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
+    best_score, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
     history: list[EpochRecord] = []
     bar = tqdm(range(epochs), desc=phase, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         start = time.perf_counter()
         model.train()
         running = 0.0
+        lr = optimizer.param_groups[0]["lr"]
         for index in _batches(len(train_t), batch_size, rng):
+            batch = train_t[index] if gathers is None else augment_batch(train_t[index], gathers, rng)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(train_t[index], model(train_t[index]))
+            loss = loss_fn(batch, model(batch))
+            if penalty is not None:
+                loss = loss + penalty(epoch)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             running += float(loss.detach()) * len(index)
         val_loss = mean_loss(model, val_t, loss_fn)
-        record = EpochRecord(phase, epoch + 1, running / len(train_t), val_loss, time.perf_counter() - start)
+        val_emd = monitor(model) if monitor is not None else None
+        record = EpochRecord(phase, epoch + 1, running / len(train_t), val_loss, time.perf_counter() - start,
+                             val_emd=val_emd, learning_rate=lr)
         history.append(record)
-        bar.set_postfix(train=f"{record.train_loss:.4g}", val=f"{val_loss:.4g}")
+        bar.set_postfix(train=f"{record.train_loss:.4g}", val=f"{val_loss:.4g}",
+                        **({} if val_emd is None else {"emd": f"{val_emd:.4g}"}))
         if not np.isfinite(val_loss):
             raise DataError(f"{phase}: validation loss became {val_loss} at epoch {epoch + 1}; lower the learning rate")
-        if val_loss < best_loss - min_delta:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
+        score = val_loss if val_emd is None else val_emd
+        if penalty is not None and val_emd is None:
+            score += model.selection_penalty()
+        if epoch < cost_ramp_epochs:  # the resource cost is still rising: not a candidate yet
+            best_score, best_state = float("inf"), copy.deepcopy(model.state_dict())
+        elif score < best_score - min_delta:
+            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        elif epoch + 1 > warmup_epochs:
             stale += 1
             if stale >= patience:
                 break
     bar.close()
     model.load_state_dict(best_state)
     return history
+
+
+def recipe_options(train_cfg: TrainConfig, splits: EventSplits) -> dict[str, Any]:
+    """The small-sample recipe keys of ``train`` as :func:`fit` arguments."""
+    maps = None
+    if train_cfg.augment != "none":
+        maps = geometry.symmetry_maps(reflections=train_cfg.augment == "symmetries")
+    monitor = emd_monitor(splits.val[: train_cfg.emd_val_events]) if train_cfg.monitor == "emd" else None
+    return {"schedule": train_cfg.schedule, "warmup_fraction": train_cfg.warmup_fraction,
+            "augment_maps": maps, "monitor": monitor}
 
 
 def train_experiment(
@@ -187,7 +279,7 @@ def train_experiment(
         splits = prepare_splits(config.data, config.quant.input)
     common = dict(
         batch_size=train_cfg.batch_size, loss_name=train_cfg.loss, patience=train_cfg.patience,
-        min_delta=train_cfg.min_delta, progress=progress,
+        min_delta=train_cfg.min_delta, progress=progress, **recipe_options(train_cfg, splits),
     )
     history: list[EpochRecord] = []
     float_model = None
@@ -228,6 +320,9 @@ def save_checkpoints(result: TrainingResult, run: RunWriter) -> None:
     run.extra["data_source"] = result.splits.source
     encoder = (result.qat_model or result.float_model).encoder
     run.extra["fixed_point_types"] = encoder.fixed_point_types()
+    from aeforge.quantize.hgq.card import training_card_metrics
+
+    run.metrics.update(training_card_metrics(result))  # emd (test split), ebops, learned widths (hgq)
 
 
 def save_training_run(result: TrainingResult, out: str | Path, overwrite: bool = False) -> Path:
@@ -251,4 +346,6 @@ def load_trained_model(run_dir: str | Path, which: str = "qat") -> EcontAutoenco
     model = build_autoencoder(config.model, config.quant if which == "qat" else None)
     state: dict[str, Any] = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
+    if callable(getattr(model, "freeze", None)):  # HGQ: the plain fixed-point twin is the trained model
+        model = model.freeze()
     return model.eval()

@@ -36,6 +36,8 @@ HARDWARE_OBJECTIVES: tuple[Objective, ...] = (
     Objective("energy_j", "estimated energy per inference in J (netlist or programmable-MAC model)"),
     Objective("bytes", "latent bytes per sample (elements of the latent code x its type's bits / 8)"),
     Objective("latency_cycles", "clock cycles valid_in -> valid_out"),
+    Objective("ebops", "EBOPs of the exported model: sum over constant multiplications of input bits x weight bits "
+                       "(zero weights cost nothing; aeforge.quantize.hgq.ebops)"),
 )
 
 

@@ -99,7 +99,7 @@ def write_report(root: str | Path, summary: dict[str, Any]) -> Path:
             Path(temporary).unlink(missing_ok=True)
         parts.append(f'<img src="{PLOT_NAME}" alt="pairwise objectives, Pareto front highlighted">')
         metric_names = [*objectives, *[m for m in ("emd", "mse", "auc", "lut", "ff", "energy_j", "bytes",
-                                                   "latency_cycles")
+                                                   "latency_cycles", "ebops")
                                        if m not in objectives and any(m in t["metrics"] for t in done)], "bit_exact"]
         header = ["trial", *keys, *[f"{m} [{UNITS[m]}]" if m in UNITS else m for m in metric_names]]
 

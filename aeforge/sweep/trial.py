@@ -120,7 +120,7 @@ def _stages(task: TrialTask, current: dict[str, str]) -> Any:
     current["stage"] = "export"
     clock = time.perf_counter()
     export_qonnx_stage(task.trial_dir)
-    yield "export", time.perf_counter() - clock, {}
+    yield "export", time.perf_counter() - clock, {"ebops": trial_ebops(task.trial_dir)}
 
     current["stage"] = "cost"
     clock = time.perf_counter()
@@ -142,6 +142,14 @@ def _stages(task: TrialTask, current: dict[str, str]) -> Any:
         raise ArtifactError("hardware exports are NOT bit-exact against Brevitas: "
                             + ", ".join(f"{k} {v}" for k, v in counts.items()))
     yield "verify", time.perf_counter() - clock, {"bit_exact": True, "verified": counts}
+
+
+def trial_ebops(run_dir: Path) -> int:
+    """EBOPs of the run's hardware model (:func:`aeforge.quantize.hgq.ebops.model_ebops`)."""
+    from aeforge.quantize.hgq.ebops import model_ebops
+    from aeforge.quantize.models.boundary import hardware_model
+
+    return model_ebops(hardware_model(run_dir).module)["total"]
 
 
 def cost_metrics(rtl: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:

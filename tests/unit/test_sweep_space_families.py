@@ -77,7 +77,8 @@ def test_autoencoder_keys_fixed_point_widths_and_trial_configs() -> None:
      "input"),
     (("data.n_samples: 400", "data.generator: noise"), 3, "set.data.generator: invalid value 'noise'"),
     (("[auc, lut]", "[emd, lut]"), 7, "objectives[0]: unknown objective 'emd' for the autoencoder family; "
-                                      "available: mse, auc, val_loss, lut, ff, energy_j, bytes, latency_cycles"),
+                                      "available: mse, auc, val_loss, lut, ff, energy_j, bytes, latency_cycles, "
+                                      "ebops"),
     (("[auc, lut]", "[lut, msee]"), 7, "objectives[1]: unknown objective 'msee' for the autoencoder family "
                                        "(did you mean 'mse'?)"),
     (("data.n_samples: 400", "data.anomaly_fraction: 0.0"), 7,

@@ -31,6 +31,17 @@ so that pixels adjacent across the edges between real quadrants, and across the 
 duplicate, are physical neighbours (tested); only the lower-left/lower-right seam is not. This equals
 upstream ``arrange_8x8``/``arrMask_8x8``/``remap_8x8`` (fastml-science ``networks.py``,
 ``telescope.py``).
+
+Symmetries (used to augment training events). Neighbours are cells whose centres lie within
+``NEIGHBOUR_RADIUS_PITCH`` pitches (in-block pairs at 1, seam pairs at 0.90 and 1.15; the next
+distance is 1.52): 120 pairs, exactly the edges of the CMSSW trigger-cell ``(u, v)`` lattice
+(:func:`trigger_cell_uv`; neighbours differ by ``±(1,0), ±(0,1), ±(1,1)``). That lattice has the
+symmetry group of a triangle (D3) about ``(u, v) = (11/3, 10/3)``: the 120° rotation
+``(u, v) -> (v - u + 4, 7 - u)`` (block ``b`` -> ``b + 1``, same block-local cell: an isometry of
+the centres, so it leaves the EMD unchanged) and the reflection ``(u, v) -> (7 - v, 7 - u)``.
+The reflection keeps every neighbour a neighbour but is *not* an isometry of the upstream EMD
+centres: the three rhombic blocks sit pinwheel-wise (seam pitches 0.90/1.15 instead of 1), so
+their mirror image is a different pinwheel and some distances change by up to 0.32 pitch.
 """
 
 from __future__ import annotations
@@ -46,19 +57,29 @@ __all__ = [
     "CELLS_PER_BLOCK",
     "CELL_PITCH",
     "MODULE_CENTRE",
+    "NEIGHBOUR_RADIUS_PITCH",
     "N_BLOCKS",
     "N_TRIGGER_CELLS",
     "ONE_HEX_CELL",
+    "apply_symmetry",
     "arrange_8x8",
     "blocks_4x4",
     "cell_distance_matrix",
+    "compose_maps",
     "from_8x8",
+    "invert_map",
     "mask_8x8",
+    "neighbour_matrix",
+    "preserves_adjacency",
+    "reflection_map",
     "remap_8x8",
+    "rotation_map",
     "stc_groups",
     "supercell_windows_2x2",
+    "symmetry_maps",
     "to_8x8",
     "trigger_cell_centres",
+    "trigger_cell_uv",
 ]
 
 N_TRIGGER_CELLS = 48
@@ -242,3 +263,132 @@ def _distances() -> np.ndarray:
 def cell_distance_matrix() -> np.ndarray:
     """(48, 48) float64 Euclidean distances between normalized centres (EMD ground metric)."""
     return _distances().copy()
+
+
+# ----------------------------------------------------------------------------------- symmetries
+NEIGHBOUR_RADIUS_PITCH = 1.25
+"""Two trigger cells are neighbours when their centres are closer than this many pitches."""
+
+_UV_ROTATION = ((-1, 1, 4), (-1, 0, 7))  # rows of [[a, b, t]]: u' = a*u + b*v + t (120°)
+_UV_REFLECTION = ((0, -1, 7), (-1, 0, 7))
+
+
+def _block0_uv() -> np.ndarray:
+    k = np.arange(CELLS_PER_BLOCK)
+    col, row = k // BLOCK_SIDE, k % BLOCK_SIDE
+    return np.stack([7 - row, 4 + col], axis=1)  # CMSSW triggerCellU/V of block 0 (calQ 0..15)
+
+
+def _apply_affine(uv: np.ndarray, affine: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    m = np.asarray(affine, dtype=np.int64)
+    return uv @ m[:, :2].T + m[:, 2]
+
+
+@functools.cache
+def _uv() -> np.ndarray:
+    blocks = [_block0_uv()]
+    for _ in range(N_BLOCKS - 1):  # block b+1 is block b turned by +120°, cell for cell
+        blocks.append(_apply_affine(blocks[-1], _UV_ROTATION))
+    return _readonly(np.concatenate(blocks).astype(np.int64))
+
+
+def trigger_cell_uv() -> np.ndarray:
+    """(48, 2) int: CMSSW ``(triggerCellU, triggerCellV)`` of each calQ cell (0..7 each).
+
+    Block 0 ``(col, row)`` is ``(7 - row, 4 + col)``; blocks 1 and 2 follow by the lattice's
+    120° rotation. Equals CMSSW ``ae_outputCellU_/V_`` (``HGCalConcentratorAutoEncoderImpl.h``).
+    """
+    return _uv().copy()
+
+
+def _uv_map(affine: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    uv = _uv()
+    lookup = {(int(u), int(v)): c for c, (u, v) in enumerate(uv)}
+    image = _apply_affine(uv, affine)
+    try:
+        return np.array([lookup[(int(u), int(v))] for u, v in image], dtype=np.int64)
+    except KeyError as missing:  # pragma: no cover - the lattice maps are symmetries by construction
+        raise DataError(f"lattice map leaves the module at (u, v) = {missing}") from None
+
+
+@functools.cache
+def _rotation() -> np.ndarray:
+    return _readonly(_uv_map(_UV_ROTATION))
+
+
+@functools.cache
+def _reflection() -> np.ndarray:
+    return _readonly(_uv_map(_UV_REFLECTION))
+
+
+def rotation_map(steps: int = 1) -> np.ndarray:
+    """(48,) int cell map of the rotation by ``steps`` x 120°: cell ``c`` goes to ``map[c]``.
+
+    One step sends block ``b`` to block ``b + 1`` (mod 3), same block-local cell.
+    """
+    out = np.arange(N_TRIGGER_CELLS)
+    for _ in range(steps % N_BLOCKS):
+        out = _rotation()[out]
+    return out
+
+
+def reflection_map() -> np.ndarray:
+    """(48,) int cell map of the lattice reflection ``(u, v) -> (7 - v, 7 - u)`` (an involution).
+
+    It keeps neighbours neighbours but is not an isometry of the EMD centres (module docstring).
+    """
+    return _reflection().copy()
+
+
+def compose_maps(first: np.ndarray, then: np.ndarray) -> np.ndarray:
+    """The cell map of applying ``first`` and then ``then``: ``c -> then[first[c]]``."""
+    return np.asarray(then)[np.asarray(first)]
+
+
+def invert_map(cell_map: np.ndarray) -> np.ndarray:
+    """Inverse of a cell map (a permutation of 0..47)."""
+    return np.argsort(np.asarray(cell_map), kind="stable")
+
+
+def symmetry_maps(reflections: bool = False) -> np.ndarray:
+    """(3, 48) or (6, 48) int: the module's symmetries as cell maps, identity first.
+
+    Rows: rotations by 0, 120 and 240 degrees, then (with ``reflections``) the reflection
+    followed by each rotation.
+    """
+    rotations = [rotation_map(k) for k in range(N_BLOCKS)]
+    maps = rotations + ([compose_maps(reflection_map(), r) for r in rotations] if reflections else [])
+    return np.stack(maps)
+
+
+def apply_symmetry(events: np.ndarray, cell_map: np.ndarray) -> np.ndarray:
+    """Move each event's charges by ``cell_map``: ``out[..., cell_map[c]] = events[..., c]``."""
+    x = np.asarray(events)
+    if x.shape[-1:] != (N_TRIGGER_CELLS,):
+        raise DataError(f"apply_symmetry expects (..., {N_TRIGGER_CELLS}) events, got shape {x.shape}")
+    return x[..., invert_map(cell_map)]
+
+
+@functools.cache
+def _neighbours() -> np.ndarray:
+    pitch = CELL_PITCH / ONE_HEX_CELL
+    near = _distances() < NEIGHBOUR_RADIUS_PITCH * pitch
+    np.fill_diagonal(near, False)
+    return _readonly(near)
+
+
+def neighbour_matrix() -> np.ndarray:
+    """(48, 48) bool: cells whose centres are closer than ``NEIGHBOUR_RADIUS_PITCH`` pitches."""
+    return _neighbours().copy()
+
+
+def preserves_adjacency(cell_map: np.ndarray, neighbours: np.ndarray | None = None) -> bool:
+    """True when ``cell_map`` is a permutation of the 48 cells mapping neighbours exactly onto
+    neighbours (a graph automorphism of ``neighbours``, default :func:`neighbour_matrix`)."""
+    g = np.asarray(cell_map)
+    adjacency = _neighbours() if neighbours is None else np.asarray(neighbours, dtype=bool)
+    if g.shape != (N_TRIGGER_CELLS,) or sorted(g.tolist()) != list(range(N_TRIGGER_CELLS)):
+        return False
+    moved = np.zeros_like(adjacency)
+    moved[np.ix_(g, g)] = adjacency  # edge (a, b) becomes (g[a], g[b])
+    return bool((moved == adjacency).all())

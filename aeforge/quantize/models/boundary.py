@@ -16,7 +16,10 @@ Families are registered by name (:func:`register_family`); a run's card names it
   :func:`aeforge.import_module`; inputs = uniform over the input type;
 * ``autoencoder``: a YAML autoencoder trained on the user's array file (``model.family:
   autoencoder``); hardware = the encoder or the whole autoencoder (plus its score); inputs = rows of
-  the run's recorded verification sample.
+  the run's recorded verification sample;
+* ``converter``: a CBNet-style converting autoencoder + light classifier (``model.family: converter``,
+  :mod:`aeforge.converter`), one model; its heavy and light baselines are runs of their own inside the
+  run; inputs = held-out test images.
 """
 
 from __future__ import annotations

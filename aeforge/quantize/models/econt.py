@@ -22,6 +22,7 @@ returns ``(N, 48)`` charges in calQ order (the 8x8 arrangement and its mask are 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -46,13 +47,31 @@ from aeforge.quantize.quantizers import brevitas_quant
 IMAGE_SIZE = 8
 
 
-def _weight_kwargs(quant: QuantConfig | None, where: str) -> dict:
+def _weight_kwargs(quant: QuantConfig | None, where: str, types: Mapping[str, FixedPoint] | None = None) -> dict:
     if quant is None:
         return {"weight_quant": None, "bias_quant": None}
+    types = types or {}
+    weight = types.get(f"{where}.weight", quant.weight)
+    bias = types.get(f"{where}.bias", quant.bias)
     return {
-        "weight_quant": brevitas_quant(quant.weight, "weight", where=f"{where}.weight"),
-        "bias_quant": brevitas_quant(quant.bias, "bias", where=f"{where}.bias"),
+        "weight_quant": brevitas_quant(weight, "weight", where=f"{where}.weight"),
+        "bias_quant": brevitas_quant(bias, "bias", where=f"{where}.bias"),
     }
+
+
+ENCODER_TYPE_KEYS = ("input_quant", "conv.weight", "conv.bias", "conv_act", "dense.weight", "dense.bias", "latent_act")
+
+
+def encoder_types(quant: QuantConfig, overrides: Mapping[str, FixedPoint] | None = None) -> dict[str, FixedPoint]:
+    """Quantizer name -> type: ``quant``'s types with per-layer ``overrides`` (e.g. a frozen HGQ encoder's)."""
+    types = {"input_quant": quant.input, "conv.weight": quant.weight, "conv.bias": quant.bias,
+             "conv_act": quant.conv_activation, "dense.weight": quant.weight, "dense.bias": quant.bias,
+             "latent_act": quant.latent}
+    for key, value in (overrides or {}).items():
+        if key not in types:
+            raise ValueError(f"unknown encoder quantizer {key!r}; expected one of {', '.join(ENCODER_TYPE_KEYS)}")
+        types[key] = value
+    return types
 
 
 def _relu(spec: FixedPoint | None, where: str) -> QuantReLU:
@@ -61,26 +80,34 @@ def _relu(spec: FixedPoint | None, where: str) -> QuantReLU:
 
 
 class EcontEncoder(nn.Module):
-    """The on-detector encoder; ``quant=None`` builds the float reference."""
+    """The on-detector encoder; ``quant=None`` builds the float reference.
 
-    def __init__(self, model: ModelConfig, quant: QuantConfig | None) -> None:
+    ``layer_types`` overrides single quantizers (keys of :data:`ENCODER_TYPE_KEYS`), e.g. the
+    per-layer types of a frozen heterogeneous-quantized encoder (:mod:`aeforge.quantize.hgq`).
+    """
+
+    def __init__(self, model: ModelConfig, quant: QuantConfig | None,
+                 layer_types: Mapping[str, FixedPoint] | None = None) -> None:
         super().__init__()
         self.model_config = model
         self.quant_config = quant
-        input_quant = None if quant is None else brevitas_quant(quant.input, "act", where="input_quant")
+        self.layer_types = None if quant is None else encoder_types(quant, layer_types)
+        types = self.layer_types or {}
+        input_quant = None if quant is None else brevitas_quant(types["input_quant"], "act", where="input_quant")
         self.input_quant = QuantIdentity(act_quant=input_quant, return_quant_tensor=False)
         before, after = same_padding(IMAGE_SIZE, model.kernel_size, model.stride)
         self.pad = nn.ZeroPad2d((before, after, before, after))
         self.conv = QuantConv2d(
             1, model.filters, model.kernel_size, stride=model.stride, padding=0, bias=True,
-            **_weight_kwargs(quant, "conv"),
+            **_weight_kwargs(quant, "conv", types),
         )
-        self.conv_act = _relu(None if quant is None else quant.conv_activation, "conv_act")
+        self.conv_act = _relu(types.get("conv_act"), "conv_act")
         self.conv_out_size = math.ceil(IMAGE_SIZE / model.stride)
         self.dense = QuantLinear(
-            model.filters * self.conv_out_size**2, model.latent_dim, bias=True, **_weight_kwargs(quant, "dense")
+            model.filters * self.conv_out_size**2, model.latent_dim, bias=True,
+            **_weight_kwargs(quant, "dense", types),
         )
-        self.latent_act = _relu(None if quant is None else quant.latent, "latent_act")
+        self.latent_act = _relu(types.get("latent_act"), "latent_act")
 
     @property
     def quantized(self) -> bool:
@@ -94,12 +121,12 @@ class EcontEncoder(nn.Module):
     @property
     def input_type(self) -> FixedPoint | None:
         """Fixed-point type of the input port (None for the float model)."""
-        return None if self.quant_config is None else self.quant_config.input
+        return None if self.layer_types is None else self.layer_types["input_quant"]
 
     @property
     def output_type(self) -> FixedPoint | None:
         """Fixed-point type of the output port, the latent code (None for the float model)."""
-        return None if self.quant_config is None else self.quant_config.latent
+        return None if self.layer_types is None else self.layer_types["latent_act"]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.input_quant(images)
@@ -109,17 +136,17 @@ class EcontEncoder(nn.Module):
 
     def sequential_spec(self) -> SequentialSpec:
         """The encoder as a :class:`SequentialSpec` (the form every hardware generator reads)."""
-        q = self.quant_config
-        if q is None:
+        t = self.layer_types
+        if t is None:
             raise ValueError("the float encoder has no fixed-point spec")
         m = self.model_config
-        return SequentialSpec(input=InputSpec(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), type=q.input), layers=(
+        return SequentialSpec(input=InputSpec(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), type=t["input_quant"]), layers=(
             Conv2DSpec(name="conv", filters=m.filters, kernel_size=m.kernel_size, strides=m.stride,
-                       padding="same", weight=q.weight, bias=q.bias),
-            ReLUSpec(name="conv_act", type=q.conv_activation),
+                       padding="same", weight=t["conv.weight"], bias=t["conv.bias"]),
+            ReLUSpec(name="conv_act", type=t["conv_act"]),
             FlattenSpec(name="flatten"),
-            DenseSpec(name="dense", units=m.latent_dim, weight=q.weight, bias=q.bias),
-            ReLUSpec(name="latent_act", type=q.latent),
+            DenseSpec(name="dense", units=m.latent_dim, weight=t["dense.weight"], bias=t["dense.bias"]),
+            ReLUSpec(name="latent_act", type=t["latent_act"]),
         ))
 
     def as_sequential(self) -> SequentialQuantModel:
@@ -135,18 +162,9 @@ class EcontEncoder(nn.Module):
 
     def fixed_point_types(self) -> dict[str, str]:
         """Layer -> hardware type string, for cards and exporters (empty for the float model)."""
-        q = self.quant_config
-        if q is None:
+        if self.layer_types is None:
             return {}
-        return {
-            "input_quant": q.input.ap_type(),
-            "conv.weight": q.weight.ap_type(),
-            "conv.bias": q.bias.ap_type(),
-            "conv_act": q.conv_activation.ap_type(),
-            "dense.weight": q.weight.ap_type(),
-            "dense.bias": q.bias.ap_type(),
-            "latent_act": q.latent.ap_type(),
-        }
+        return {key: self.layer_types[key].ap_type() for key in ENCODER_TYPE_KEYS}
 
 
 class EcontDecoder(nn.Module):
@@ -210,7 +228,15 @@ class EcontAutoencoder(nn.Module):
 
 
 def build_autoencoder(model: ModelConfig, quant: QuantConfig | None) -> EcontAutoencoder:
-    """The ECON-T autoencoder; ``quant=None`` gives the float model with the same parameter names."""
+    """The ECON-T autoencoder; ``quant=None`` gives the float model with the same parameter names.
+
+    With ``model.quantization: hgq`` the quantized model is the heterogeneous-quantization trainer
+    (:class:`aeforge.quantize.hgq.econt.HgqAutoencoder`; ``freeze()`` gives the hardware twin).
+    """
+    if quant is not None and model.quantization == "hgq":
+        from aeforge.quantize.hgq.econt import HgqAutoencoder
+
+        return HgqAutoencoder(model, quant)
     return EcontAutoencoder(model, quant)
 
 

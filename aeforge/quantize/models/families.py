@@ -63,6 +63,14 @@ class AutoencoderFamily(ImportedFamily):
     name = "autoencoder"
 
 
+class ConverterFamily(ImportedFamily):
+    """``model.family: converter`` runs (:mod:`aeforge.converter`): converter + light classifier as one model
+    (and the heavy/light baselines in the run's ``heavy/`` and ``light/``), stored like an imported model;
+    verification draws from the held-out test images."""
+
+    name = "converter"
+
+
 VERIFICATION_SAMPLE = "verification_inputs.npy"
 """Optional file of a run: realistic channels-first inputs (e.g. rows of the user's data) that
 verification draws from instead of uniform values."""
@@ -88,3 +96,4 @@ def sample_rows(sample: np.ndarray, n: int, seed: int) -> np.ndarray:
 register_family(EcontFamily())
 register_family(ImportedFamily())
 register_family(AutoencoderFamily())
+register_family(ConverterFamily())
