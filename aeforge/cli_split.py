@@ -16,13 +16,39 @@ EXIT_OK = 0
 def train_split(args: argparse.Namespace) -> int:
     from aeforge.artifact import RunWriter
     from aeforge.edge.split.config import load_split_config
+    from aeforge.edge.split.distributed import (
+        Checkpointer,
+        context_from_env,
+        distributed_session,
+        main_first,
+        resume_dir,
+    )
     from aeforge.edge.split.train import save_split_run, train_split_experiment
 
     config = load_split_config(args.config, overrides=parse_overrides(args.set))
     out = Path(args.out) if args.out else Path("runs") / config.name
-    RunWriter(out, kind="split", overwrite=args.force).check_target()  # fail before training
-    result = train_split_experiment(config, progress=False if args.quiet else None)
-    save_split_run(result, out, overwrite=args.force, command=sys.argv)
+    resume = getattr(args, "resume", False)
+    checkpointer = Checkpointer(resume_dir(out), resume=resume)
+    backend = getattr(args, "dist_backend", "auto")
+    context_from_env(backend).local_batch(config.train.batch_size)  # before joining: a bad world fails fast
+    # under torchrun: one process a GPU (nccl) or CPU process (gloo); rank 0 alone writes
+    with distributed_session(backend) as ctx:
+
+        def check_targets() -> None:  # fail before training
+            RunWriter(out, kind="split", overwrite=args.force).check_target()
+            if args.force and not resume:
+                checkpointer.discard()
+            checkpointer.check()
+
+        main_first(ctx, check_targets)
+        result = train_split_experiment(config, progress=False if args.quiet else None, dist=ctx,
+                                        checkpointer=checkpointer)
+        main_first(ctx, lambda: save_split_run(result, out, overwrite=args.force, command=sys.argv))
+        if not ctx.is_main:
+            return EXIT_OK
+        checkpointer.discard()  # the run is published: the resume checkpoints are no longer needed
+    if ctx.distributed:
+        print(f"trained on {ctx.world_size} processes ({ctx.backend}, global batch {config.train.batch_size})")
     metrics = result.metrics
     print(f"run: {out}")
     print(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
@@ -52,6 +78,10 @@ def _cmd_export_split(args: argparse.Namespace) -> int:
     code = record["code"]
     print(f"split export: {record['path']} (head.onnx, tail.onnx, full.onnx, split.json; opset {record['opset']})")
     print(f"  {record['backbone']} split after {record['split_after']}: code {code['shape']} {code['type']}")
+    if record.get("entropy"):
+        entropy = record["entropy"]
+        print(f"  entropic: range coder {entropy['coder']} (constriction {entropy['library_version']}), CDF tables "
+              f"{entropy['cdf_file']} sha256 {entropy['cdf_sha256'][:16]}...")
     print("  check: " + ", ".join(f"{key} {value}" for key, value in record["check"].items()
                                   if not isinstance(value, (dict, list))))
     return EXIT_OK

@@ -23,6 +23,8 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 _IMPORT_NAMES = {"pyyaml": "yaml", "pot": "ot", "pyzmq": "zmq", "scikit-learn": "sklearn", "pillow": "PIL",
                  "grpcio": "grpc", "nvidia-ml-py": "pynvml", "protobuf": "google", "setuptools": "setuptools"}
 _IMPORT_SKIP = re.compile(r"could not import '([\w.]+)'")
+#: Installed by ``.ci/run`` outside the extras (CompressAI declares numpy<2, so it is installed with --no-deps).
+_CI_EXTRA_MODULES = frozenset({"compressai"})
 
 
 def in_ci() -> bool:
@@ -62,7 +64,7 @@ def ci_installed_modules() -> frozenset[str]:
     for requirement in requirements:
         dist = re.split(r"[\s\[<>=!~;]", requirement.strip(), maxsplit=1)[0].lower()
         names.add(_IMPORT_NAMES.get(dist, dist.replace("-", "_")))
-    return frozenset(names)
+    return frozenset(names) | _CI_EXTRA_MODULES
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,6 +3,8 @@
 ``build_split_model`` injects the bottleneck (:mod:`.bottleneck`, :mod:`.backbones`), ``train_split_experiment``
 and ``save_split_run`` train it BottleFit-style and write a run (:mod:`.train`), ``export_split`` writes
 ``head.onnx``, ``tail.onnx`` and ``split.json`` (:mod:`.export`); :mod:`.codec` is the wire format.
+``model.bottleneck: entropic`` is the Entropic Student (:mod:`.entropic`: learned factorized prior;
+:mod:`.entropy_coder`: CDF tables and range coder).
 Names are imported lazily, so ``import aeforge.edge.split.codec`` needs neither torch nor torchvision.
 """
 
@@ -20,6 +22,8 @@ _EXPORTS = {
     "load_split_model": "train", "load_split_teacher": "train",
     "load_split_data": "data",
     "export_split": "export",
+    "EntropicSplitModel": "entropic", "build_entropic_model": "entropic",
+    "EntropyCodec": "entropy_coder", "EntropySpec": "entropy_coder",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -65,6 +65,7 @@ class SplitSpec:
     encoder_channels: int = 32
     feature_shape: tuple[int, int, int] = (0, 0, 0)  # the teacher's features at the split (C, H, W)
     feature_nonnegative: bool = True
+    bottleneck: str = "quantized"  # quantized | entropic (aeforge.edge.split.entropic)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -260,6 +261,10 @@ def build_split_model(
 
 def load_split_state(spec: SplitSpec, state: dict[str, Any], teacher: nn.Module) -> SplitModel:
     """Rebuild a saved student from its spec and state dict (types come from the state's extra state)."""
+    if spec.bottleneck == "entropic":
+        from aeforge.edge.split.entropic import load_entropic_state
+
+        return load_entropic_state(spec, state, teacher)
     model = build_split_model(
         spec.backbone, spec.split_after, spec.channels, spec.bits, spec.num_classes, input_size=spec.input_shape,
         code_signed=spec.code_signed, head_bits=spec.head_bits, encoder_channels=spec.encoder_channels,

@@ -6,8 +6,10 @@
         result = client.infer(images)            # float32 (N, 3, H, W)
         result.logits, result.head_s, result.encode_s, result.roundtrip_s, result.request_bytes
 
-Transports: ``grpc`` (KServe v2 through tritonclient, the packed code as a UINT8 ``code_packed``
-input), ``tcp`` (:class:`~aeforge.edge.split.fastpath.FastPathClient`) and ``zmq``
+For an entropic export (``model.bottleneck: entropic``) the codes are range-coded under the export's CDF
+tables (:mod:`~aeforge.edge.split.entropy_coder`) instead of packed. Transports: ``grpc`` (KServe v2 through
+tritonclient, the blob as a UINT8 ``code_packed`` input), ``tcp``
+(:class:`~aeforge.edge.split.fastpath.FastPathClient`) and ``zmq``
 (:class:`~aeforge.edge.split.zmqpath.ZmqFastPathClient`). ``tls`` (gRPC, TCP) or ``curve`` (ZeroMQ)
 verify the server; a non-loopback host without them needs ``insecure``. Every request carries the
 export's fingerprint (the server refuses another export by name) and every reply is checked: N rows
@@ -26,7 +28,7 @@ import numpy as np
 from aeforge.edge.split.codec import COMPRESSIONS, encode_code, load_split_artifact, quantize_to_codes
 from aeforge.edge.split.fastpath import FastPathClient, TransportError
 from aeforge.edge.split.security import ClientTLS, CurveClientKeys, check_connect, host_port
-from aeforge.edge.split.serve import FINGERPRINT_PARAMETER, MODEL_NAME, OUTPUT_NAME, PACKED_INPUT
+from aeforge.edge.split.serve import FINGERPRINT_PARAMETER, MODEL_NAME, OUTPUT_NAME, PACKED_INPUT, entropy_identity
 from aeforge.edge.split.zmqpath import ZmqFastPathClient
 from aeforge.errors import ConfigError, DataError, ToolUnavailableError
 
@@ -49,11 +51,16 @@ class SplitResult:
         """Head + encode + round trip."""
         return self.head_s + self.encode_s + self.roundtrip_s
 
+    @property
+    def bytes_per_sample(self) -> float:
+        """Request bytes (the whole blob, header included) per image."""
+        return self.request_bytes / max(1, int(self.logits.shape[0]))
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready timings and sizes (no arrays)."""
         return {"batch": int(self.logits.shape[0]), "head_s": self.head_s, "encode_s": self.encode_s,
                 "roundtrip_s": self.roundtrip_s, "total_s": self.total_s, "request_bytes": self.request_bytes,
-                "predictions": self.logits.argmax(axis=1).tolist()}
+                "bytes_per_sample": self.bytes_per_sample, "predictions": self.logits.argmax(axis=1).tolist()}
 
 
 class SplitClient:
@@ -83,6 +90,9 @@ class SplitClient:
         from aeforge.edge.onnx_export import exact_session_options
 
         self.artifact = load_split_artifact(artifact_dir)
+        if self.artifact.entropy is not None and compression != "none":
+            raise ConfigError(f"compression: {compression!r} is for packed codes; this export's code is range-coded "
+                              f"({self.artifact.entropy.coder}), use none")
         self.transport = transport
         self.model_name = model_name
         self.compression = compression
@@ -125,7 +135,13 @@ class SplitClient:
     def send(self, blob: bytes) -> np.ndarray:
         """Logits of one encoded blob over the transport; TransportError with the server's reason."""
         if self.transport != "grpc":
-            return self._transport.infer(blob)
+            try:
+                return self._transport.infer(blob)
+            except TransportError as exc:
+                if exc.status == "MODEL_MISMATCH" and self.artifact.entropy is not None:
+                    raise TransportError("MODEL_MISMATCH", f"{exc} [this client: "
+                                                           f"{self.artifact.entropy.describe()}]") from None
+                raise
         triton = self._triton
         tensor = triton.InferInput(PACKED_INPUT, [len(blob)], "UINT8")
         tensor.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8))
@@ -134,7 +150,8 @@ class SplitClient:
             outputs = [triton.InferRequestedOutput(OUTPUT_NAME)]
             result = self._transport.infer(self.model_name, [tensor], outputs=outputs, headers=self._headers,
                                            client_timeout=self._timeout_s,
-                                           parameters={FINGERPRINT_PARAMETER: fingerprint})
+                                           parameters={FINGERPRINT_PARAMETER: fingerprint,
+                                                       **entropy_identity(self.artifact)})
         except triton.InferenceServerException as exc:
             status = str(exc.status() or "GRPC").removeprefix("StatusCode.")
             raise TransportError(status, exc.message() or str(exc)) from None
@@ -154,7 +171,10 @@ class SplitClient:
         codes = self.head(images)
         headed = time.perf_counter()
         code = self.artifact.code
-        blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
+        if self.artifact.entropy_codec is not None:  # Entropic Student: range-coded under the export's tables
+            blob = self.artifact.entropy_codec.encode(codes)
+        else:
+            blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
         encoded = time.perf_counter()
         logits = self.send(blob)
         expected = (codes.shape[0], self.artifact.num_classes)

@@ -35,6 +35,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -454,6 +455,15 @@ class SplitArtifact:
     tail_sha256: str | None
     fingerprint: str = ""
     """sha256 (hex) of split.json's bytes and the canonical code spec: the model identity on the wire."""
+    entropy: Any = None
+    """An entropic export's coder and CDF tables (:class:`~.entropy_coder.EntropySpec`); None: packed codes."""
+
+    @cached_property
+    def entropy_codec(self) -> Any:
+        """The range coder of an entropic export (built once), None for packed codes."""
+        from aeforge.edge.split.entropy_coder import EntropyCodec
+
+        return None if self.entropy is None else EntropyCodec(self.entropy, self.code.shape)
 
     @property
     def head_path(self) -> Path:
@@ -504,13 +514,35 @@ def load_split_artifact(path: str | Path) -> SplitArtifact:
     classes = meta.get("num_classes")
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ArtifactError(f"{meta_path}: num_classes must be a positive int, got {classes!r}")
+    entropy = None
+    if meta.get("entropy") is not None or meta.get("bottleneck") == "entropic":
+        from aeforge.edge.split.entropy_coder import EntropySpec
+
+        entropy = EntropySpec.from_dict(meta.get("entropy"), root, str(meta_path))
     return SplitArtifact(
-        root=root, code=code, input_name=model_input["name"], input_shape=tuple(model_input.get("shape") or ()),
+        root=root, code=code, entropy=entropy, input_name=model_input["name"],
+        input_shape=tuple(model_input.get("shape") or ()),
         input_dtype=str(model_input.get("dtype", "float32")), tail_input_name=meta["tail_input_name"],
         tail_output_name=meta["tail_output_name"], num_classes=classes,
         head_sha256=meta.get("head_sha256"), tail_sha256=meta.get("tail_sha256"),
         fingerprint=artifact_fingerprint(raw, code),
     )
+
+
+def request_limit_bytes(artifact: Any, max_batch: int) -> int:
+    """The largest well-formed request blob of at most ``max_batch`` samples for ``artifact``'s code."""
+    codec = getattr(artifact, "entropy_codec", None)
+    return artifact.code.max_blob_bytes(max_batch) if codec is None else codec.max_blob_bytes(max_batch)
+
+
+def decode_request(artifact: Any, blob: bytes, max_bytes: int, max_batch: int) -> np.ndarray:
+    """The integer codes ``(N, *code.shape)`` of one request blob: a packed ``AECT`` blob, or for an entropic
+    export a range-coded ``AECE`` blob; :class:`CodecError` naming the field (coder and CDF tables included)."""
+    codec = getattr(artifact, "entropy_codec", None)
+    if codec is None:
+        spec = artifact.code
+        return spec.check(decode_code(blob, max_bytes=max_bytes, spec=spec, max_batch=max_batch))
+    return codec.decode(blob, max_batch=max_batch, max_bytes=max_bytes)
 
 
 def artifact_fingerprint(split_json: bytes, code: CodeSpec) -> str:

@@ -37,6 +37,8 @@ SPLIT_POINTS: dict[str, tuple[str, ...]] = {
 stem convolution, its normalization, activation and pooling)."""
 
 DATA_SOURCES = ("digits", "fake", "imagefolder")
+BOTTLENECKS = ("quantized", "entropic")
+DEFAULT_BETA = 1e-3
 TRAIN_CROPS = ("random_resized", "random", "center")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,11 +72,26 @@ class SplitModelConfig:
     weights: str | None = None  # local torchvision state_dict of the backbone (any class count; never downloaded)
     num_classes: int | None = None  # outputs of the model; None: the data's class count (checked when given)
     new_head: bool = False  # replace the checkpoint's classifier with a new one of num_classes outputs
+    bottleneck: str = "quantized"  # quantized: C x B-bit packed code | entropic: Entropic Student, range-coded
+    beta: float | None = None  # entropic: weight of the rate term (per bit per sample); default 1e-3
 
     def __post_init__(self) -> None:
         if self.family != "split":
             raise ConfigError(f"model.family: expected 'split' in a split config, got {self.family!r}")
         check_split_point(self.backbone, self.split_after)
+        if self.bottleneck not in BOTTLENECKS:
+            raise ConfigError(f"model.bottleneck: expected one of {', '.join(BOTTLENECKS)}, got {self.bottleneck!r}")
+        if self.bottleneck == "entropic":
+            if self.beta is None:
+                object.__setattr__(self, "beta", DEFAULT_BETA)
+            if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+                raise ConfigError(f"model.beta: must be a finite number >= 0, got {self.beta!r}")
+            object.__setattr__(self, "beta", float(self.beta))
+            object.__setattr__(self, "code_signed", True)  # the entropic code is signed integers (scale 1)
+            if not 2 <= self.bits <= 12:
+                raise ConfigError(f"model.bits: the entropic code's symbol range must be 2..12 bits, got {self.bits}")
+        elif self.beta is not None:
+            raise ConfigError("model.beta: only for model.bottleneck: entropic (the quantized code has no rate term)")
         if not 1 <= self.channels <= 4096:
             raise ConfigError(f"model.channels: must be in 1..4096, got {self.channels}")
         low = 2 if self.code_signed else 1

@@ -5,7 +5,9 @@
   integer multiple of the code scale (``codes = round(output / scale)``, exact);
 * ``tail.onnx``: the ``fp32`` export of the tail: dequantized code float32 ``(batch, C, H', W')`` -> logits;
 * ``full.onnx``: the whole bottlenecked model (``qdq``), for local-only inference and the check below;
-* ``split.json``: the code's type and shape, tensor names, class count and the sha256 of both models.
+* ``split.json``: the code's type and shape, tensor names, class count and the sha256 of both models;
+* ``entropy_cdf.npy`` (``model.bottleneck: entropic``): the integer CDF tables of the range coder, described
+  (coder, constriction version, sha256) by split.json's ``entropy`` section.
 
 Before anything is published the export is checked on up to ``check_samples`` test images: ONNX
 Runtime's head gives exact integer codes equal to PyTorch's, the codes survive the wire codec, and
@@ -78,13 +80,18 @@ def verify_split(head: Path, tail: Path, full: Path, model: Any, images: np.ndar
     torch_codes = np.round(torch_values / spec.lsb).astype(np.int64)
     code_mismatches = int(np.count_nonzero(torch_codes != codes))
     codec_used = False
-    try:
-        from aeforge.edge.split.codec import decode_code, encode_code
-    except ImportError:
-        received = codes
-    else:
+    if getattr(model.spec, "bottleneck", "quantized") == "entropic":  # the range coder of the frozen tables
+        codec = model.codec()
+        received = codec.decode(codec.encode(codes), max_batch=len(codes)).astype(np.int64)
         codec_used = True
-        received = decode_code(encode_code(codes, spec.bits, spec.lsb, spec.signed)).codes.astype(np.int64)
+    else:
+        try:
+            from aeforge.edge.split.codec import decode_code, encode_code
+        except ImportError:
+            received = codes
+        else:
+            codec_used = True
+            received = decode_code(encode_code(codes, spec.bits, spec.lsb, spec.signed)).codes.astype(np.int64)
     dequantized = (received * spec.lsb).astype(np.float32)
     tail_logits = _run(_session(tail), dequantized)
     full_logits = _run(_session(full), images)
@@ -160,16 +167,25 @@ def export_split(
             "opset": opset,
             "feature_shape": list(spec.feature_shape),
             "head_trt_violations": len(head.trt_violations),
+            "bottleneck": spec.bottleneck,
         }
+        names = ["head.onnx", "tail.onnx", "full.onnx", "split.json"]
+        if spec.bottleneck == "entropic":  # the frozen prior travels as integer CDF tables beside the models
+            from aeforge.edge.split.entropy_coder import cdf_bytes
+
+            entropy = model.entropy_spec()
+            (staging / entropy.cdf_file).write_bytes(cdf_bytes(entropy.cdf))
+            meta["entropy"] = entropy.as_dict()
+            names.append(entropy.cdf_file)
         write_json_atomic(staging / "split.json", meta)
-        _publish(staging, out, run_dir, inside, check)
+        _publish(staging, out, run_dir, inside, check, tuple(names))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**meta, "check": check, "path": str(out)}
 
 
-def _publish(staging: Path, out: Path, run_dir: Path, inside: bool, check: dict[str, Any]) -> None:
-    names = ("head.onnx", "tail.onnx", "full.onnx", "split.json")
+def _publish(staging: Path, out: Path, run_dir: Path, inside: bool, check: dict[str, Any],
+             names: tuple[str, ...] = ("head.onnx", "tail.onnx", "full.onnx", "split.json")) -> None:
     if inside:
         relative = out.resolve().relative_to(run_dir.resolve()).as_posix()
         with RunAmendment(run_dir) as amendment:

@@ -12,8 +12,9 @@ Every message, both directions, is one frame: a 20-byte little-endian header and
     20      ...   payload: HELLO the model fingerprint (32 bytes, sha256 of split.json and the code spec;
                   all zero: not checked) then the token (UTF-8, empty when the server has none);
                   HELLO_OK the server's 32-byte fingerprint; INFER one codec blob
-                  (:mod:`aeforge.edge.split.codec`); RESULT uint32 N, uint32 classes, then N x classes
-                  float32 logits; ERROR a UTF-8 message
+                  (:mod:`aeforge.edge.split.codec`; for an entropic export a range-coded blob of
+                  :mod:`aeforge.edge.split.entropy_coder`, its length bounded by the coder's worst case);
+                  RESULT uint32 N, uint32 classes, then N x classes float32 logits; ERROR a UTF-8 message
 
 Limits checked from the header alone, before any payload byte is read: a HELLO payload is at most
 32 + 1024 bytes; an INFER payload at most the largest blob the served model accepts
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from aeforge.edge.split.codec import decode_code
+from aeforge.edge.split.codec import decode_request, request_limit_bytes
 from aeforge.edge.split.security import MAX_TOKEN_BYTES
 from aeforge.errors import AeforgeError
 
@@ -163,7 +164,9 @@ class RequestHandler:
     def __init__(self, model: Any, max_frame_bytes: int, token: str | None) -> None:
         self.model = model
         self.spec = model.artifact.code
-        self.max_payload_bytes = min(max_frame_bytes, self.spec.max_blob_bytes(model.max_batch))
+        self.max_payload_bytes = min(max_frame_bytes, request_limit_bytes(model.artifact, model.max_batch))
+        entropy = getattr(model.artifact, "entropy", None)
+        self._identity = f"; this server: {entropy.describe()}" if entropy is not None else ""
         self.fingerprint = getattr(model.artifact, "fingerprint", "") or ""
         self._fingerprint = fingerprint_bytes(self.fingerprint) if self.fingerprint else NO_FINGERPRINT
         self._token = token.encode() if token else None
@@ -178,7 +181,8 @@ class RequestHandler:
             raise Close("UNAUTHENTICATED", "token: missing or wrong")
         if given != NO_FINGERPRINT and self._fingerprint != NO_FINGERPRINT and given != self._fingerprint:
             raise Close("MODEL_MISMATCH", f"fingerprint: the client's export is {given.hex()[:16]}..., this server "
-                                          f"serves {self._fingerprint.hex()[:16]}... (different split.json or code)")
+                                          f"serves {self._fingerprint.hex()[:16]}... (different split.json or code"
+                                          f"{self._identity})")
 
     def hello_ok(self, request_id: int) -> bytes:
         """The HELLO_OK frame carrying this server's fingerprint."""
@@ -187,9 +191,7 @@ class RequestHandler:
     def infer(self, request_id: int, payload: bytes) -> bytes:
         """RESULT or ERROR frame of one INFER payload."""
         try:
-            codes = decode_code(payload, max_bytes=self.max_payload_bytes, spec=self.spec,
-                                max_batch=self.model.max_batch)
-            codes = self.spec.check(codes)
+            codes = decode_request(self.model.artifact, payload, self.max_payload_bytes, self.model.max_batch)
             logits = self.model.infer(codes.astype(np.float32) * np.float32(self.spec.scale))
         except AeforgeError as exc:
             return error_frame("BAD_CODE", request_id, str(exc))

@@ -23,6 +23,11 @@ every call needs the metadata ``authorization: Bearer <token>``. With ``tls`` th
 (client certificates required when ``tls.client_ca_file`` is set); off loopback TLS is required unless
 ``insecure``, and a token unless client certificates are (see :func:`~.security.check_bind`).
 
+Entropic exports (``model.bottleneck: entropic``): ``code_packed`` carries range-coded blobs
+(:mod:`~.entropy_coder`); a request may carry ``aeforge_coder`` and ``aeforge_cdf_sha256`` (the client's
+coder and CDF tables), and a difference is refused (FAILED_PRECONDITION) naming the parameter and both values;
+a blob coded with other tables is refused naming ``cdf_sha256``.
+
 Model identity: a request may carry the parameter ``aeforge_fingerprint`` (the export's fingerprint,
 :attr:`~.codec.SplitArtifact.fingerprint`); a different one is refused (FAILED_PRECONDITION) naming
 both. Every response carries the server's in the same parameter. Blobs are checked against the code
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from aeforge.edge.split.codec import CodecError, SplitArtifact, decode_code, load_split_artifact
+from aeforge.edge.split.codec import CodecError, SplitArtifact, decode_request, load_split_artifact
 from aeforge.edge.split.security import (  # noqa: F401  (check_bind, is_loopback: re-exported)
     ServerTLS,
     bare_host,
@@ -70,6 +75,8 @@ DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_BATCH = 64
 BACKENDS = ("ort", "trt")
 FINGERPRINT_PARAMETER = "aeforge_fingerprint"
+CODER_PARAMETER = "aeforge_coder"
+CDF_PARAMETER = "aeforge_cdf_sha256"
 
 
 def _positive(name: str, value: Any) -> int:
@@ -260,6 +267,7 @@ class KServeTailServicer(_ServicerBase):
         self._check_model(request.model_name, request.model_version)
         artifact = self.model.artifact
         fingerprint = getattr(artifact, "fingerprint", "")
+        check_entropy_parameters(artifact, request.parameters)
         if FINGERPRINT_PARAMETER in request.parameters:
             given = request.parameters[FINGERPRINT_PARAMETER].string_param
             if fingerprint and given != fingerprint:
@@ -342,13 +350,33 @@ class KServeTailServicer(_ServicerBase):
             left = self.model.max_batch - total
             if left < 1:
                 raise _invalid(f"batch: more than {self.model.max_batch} samples in {PACKED_INPUT!r}")
-            codes = spec.check(decode_code(blob, max_bytes=self.max_frame_bytes, spec=spec, max_batch=left))
+            codes = decode_request(self.model.artifact, blob, self.max_frame_bytes, left)
             total += codes.shape[0]
             if total > self.model.max_batch:
                 raise _invalid(f"batch: more than {self.model.max_batch} samples in {PACKED_INPUT!r}")
             batches.append(codes)
         codes = batches[0] if len(batches) == 1 else np.concatenate(batches)
         return codes.astype(np.float32) * np.float32(spec.scale)
+
+
+def entropy_identity(artifact: Any) -> dict[str, str]:
+    """The coder and CDF tables of an export as request parameters (empty strings: packed, uncoded codes)."""
+    entropy = getattr(artifact, "entropy", None)
+    if entropy is None:
+        return {CODER_PARAMETER: "", CDF_PARAMETER: ""}
+    return {CODER_PARAMETER: f"{entropy.coder} {entropy.library_version}", CDF_PARAMETER: entropy.cdf_sha256}
+
+
+def check_entropy_parameters(artifact: Any, parameters: Any) -> None:
+    """FAILED_PRECONDITION naming the coder or CDF tables when a request's differ from the served export's."""
+    mine = entropy_identity(artifact)
+    for name, served in mine.items():
+        if name in parameters and parameters[name].string_param != served:
+            given = parameters[name].string_param
+            what = "coder" if name == CODER_PARAMETER else "CDF tables (entropy_cdf.npy sha256)"
+            raise _RequestError("FAILED_PRECONDITION", f"{name}: {what} differ: the client's export has "
+                                                       f"{given[:24] or 'none (packed code)'!s}, this server's has "
+                                                       f"{served[:24] or 'none (packed code)'!s}")
 
 
 def _uint8_bytes(values: Any) -> bytes:

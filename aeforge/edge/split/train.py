@@ -33,6 +33,20 @@ from aeforge.artifact import RunWriter, load_run
 from aeforge.edge.split.bottleneck import SplitModel, SplitSpec, build_split_model, calibrate, load_split_state
 from aeforge.edge.split.config import SplitExperimentConfig, parse_split_config
 from aeforge.edge.split.data import SplitData, load_split_data
+from aeforge.edge.split.distributed import (
+    Checkpointer,
+    DistContext,
+    StageRun,
+    all_sum,
+    batches_per_epoch,
+    check_same_everywhere,
+    config_fingerprint,
+    convert_batchnorm,
+    data_parallel,
+    resumed_state,
+    revert_batchnorm,
+    sharded_accuracy,
+)
 from aeforge.errors import ArtifactError, ConfigError
 
 RUN_KIND = "split"
@@ -105,20 +119,25 @@ def _run_epochs(
     name: str, epochs: int, data: SplitData, batch_size: int, seed: int, progress: bool,
     params: list[nn.Parameter], lr: float, weight_decay: float,
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    after_epoch: Callable[[int], dict[str, float]],
+    after_epoch: Callable[[int], dict[str, float]], run: StageRun | None = None,
 ) -> list[dict[str, float]]:
-    """A generic Adam loop; ``step`` returns the batch loss, ``after_epoch`` extra per-epoch metrics."""
+    """A generic Adam loop; ``step`` returns the batch loss, ``after_epoch`` extra per-epoch metrics.
+
+    ``run`` places it in the world (``batch_size`` is global; :mod:`aeforge.edge.split.distributed`
+    samples each rank's share) and checkpoints every epoch; resumed, it continues after the last one.
+    """
     history: list[dict[str, float]] = []
     if epochs == 0:
         return history
+    run = run or StageRun(name)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    generator = torch.Generator().manual_seed(seed)
-    per_epoch = math.ceil(len(data.x_train) / batch_size)
-    with _progress(epochs * per_epoch, name, progress) as bar:
-        for epoch in range(epochs):
+    start, history = run.restore(optimizer, schedule)  # resumed: epochs done, their history
+    per_epoch = batches_per_epoch(len(data.x_train), batch_size, run.ctx)
+    with _progress((epochs - start) * per_epoch, name, progress and run.ctx.is_main) as bar:
+        for epoch in range(start, epochs):
             total, count = 0.0, 0
-            for x, y in data.train_batches(batch_size, generator):
+            for x, y in run.batches(data, batch_size, seed, epoch):
                 loss = step(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -127,8 +146,10 @@ def _run_epochs(
                 count += len(y)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.4g}")
+            total, count = all_sum(run.ctx, [total, count])  # the epoch's loss over every rank's samples
             schedule.step()
             history.append({"epoch": epoch + 1, "loss": total / count, **after_epoch(epoch)})
+            run.end_epoch(epoch + 1, optimizer, schedule, history)
     return history
 
 
@@ -144,11 +165,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
 # ------------------------------------------------------------------------------------ training
 def train_split_experiment(
     config: SplitExperimentConfig, progress: bool | None = None, teacher: nn.Module | None = None,
-    data: SplitData | None = None,
+    data: SplitData | None = None, dist: DistContext | None = None, checkpointer: Checkpointer | None = None,
 ) -> SplitResult:
     """Run stages 0, a and b of ``config``; ``teacher`` (already trained) skips stage 0.
 
-    ``progress`` overrides ``train.progress``; ``data`` overrides loading ``config.data``.
+    ``progress`` overrides ``train.progress``; ``data`` overrides loading ``config.data``. ``dist`` is this
+    process's place in a torchrun world (default: one process; the result does not depend on the world
+    size, see :mod:`aeforge.edge.split.distributed`); ``checkpointer`` saves every epoch and resumes.
+    Under several processes only rank 0 computes the final ``metrics`` (the others get ``{}``).
     """
     from aeforge.edge.split.backbones import build_backbone, load_backbone_weights
 
@@ -161,8 +185,20 @@ def train_split_experiment(
         where = f" in {config.data.train_dir}" if config.data.source == "imagefolder" else ""
         raise ConfigError(f"model.num_classes: {mcfg.num_classes}, but data.source {data.source} has "
                           f"{data.num_classes} classes{where}")
+    ctx = dist or DistContext()
+    ctx.local_batch(train.batch_size)  # the global batch must split evenly
+    check_same_everywhere(ctx, {"config": config_fingerprint(config), "train_samples": len(data.x_train),
+                                "test_samples": len(data.y_test), "classes": data.num_classes})
+    resumed = checkpointer.start(ctx, config_fingerprint(config)) if checkpointer is not None else None
+    show = show and ctx.is_main
+
+    def evaluate(model: nn.Module) -> float:
+        return sharded_accuracy(model, data, ctx)
+
     torch.manual_seed(train.seed)
     history: dict[str, list[dict[str, float]]] = {"teacher": [], "head_distillation": [], "finetune": []}
+    if resumed is not None:
+        history.update({key: list(value) for key, value in resumed["history"].items()})
 
     # stage 0: the teacher
     weights: dict[str, Any] | None = None
@@ -170,17 +206,23 @@ def train_split_experiment(
         teacher = build_backbone(mcfg.backbone, data.num_classes)
         if mcfg.weights is not None:
             weights = load_backbone_weights(teacher, mcfg.weights, new_head=mcfg.new_head)
+        if resumed_state(checkpointer, "teacher") is not None:
+            teacher.load_state_dict(resumed_state(checkpointer, "teacher"))
         if train.teacher_epochs:
-            teacher.train()
+            teacher.to(ctx.device).train()
+            convert_batchnorm(teacher, ctx)
+            with data_parallel(teacher, ctx) as teacher_net:
 
-            def teacher_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                return F.cross_entropy(teacher(x), y)
+                def teacher_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                    return F.cross_entropy(teacher_net(x), y)
 
-            history["teacher"] = _run_epochs(
-                "stage 0: teacher", train.teacher_epochs, data, train.batch_size, train.seed, show,
-                list(teacher.parameters()), train.teacher_learning_rate, train.weight_decay, teacher_step,
-                lambda _: {"test_accuracy": eval_accuracy(teacher, data)},
-            )
+                history["teacher"] = _run_epochs(
+                    "stage 0: teacher", train.teacher_epochs, data, train.batch_size, train.seed, show,
+                    list(teacher.parameters()), train.teacher_learning_rate, train.weight_decay, teacher_step,
+                    lambda _: {"test_accuracy": evaluate(teacher)},
+                    StageRun("teacher", ctx, checkpointer, {"teacher": teacher}, history),
+                )
+            revert_batchnorm(teacher).cpu()
     teacher.eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
@@ -188,33 +230,53 @@ def train_split_experiment(
     # the student, initialised from the teacher
     torch.manual_seed(train.seed + 1)
     calibration = data.calibration_images(_CALIBRATION_IMAGES)
-    student = build_split_model(
+    entropic = mcfg.bottleneck == "entropic"
+    build_student = build_split_model
+    if entropic:  # the Entropic Student: integer code under a learned prior (aeforge.edge.split.entropic)
+        from aeforge.edge.split.entropic import build_entropic_model as build_student
+    student = build_student(
         mcfg.backbone, mcfg.split_after, mcfg.channels, mcfg.bits, data.num_classes, input_size=data.image_shape,
         code_signed=mcfg.code_signed, head_bits=mcfg.head_bits, encoder_channels=mcfg.encoder_channels,
         teacher=teacher, calibration=calibration,
     )
+    if resumed_state(checkpointer, "student") is not None:
+        student.load_state_dict(resumed_state(checkpointer, "student"))
+    teacher.to(ctx.device)
+    convert_batchnorm(student.to(ctx.device), ctx)
+    saved = {"teacher": teacher, "student": student}
+    calibration_here = calibration.to(ctx.device)
 
     # stage a: head distillation (encoder + decoder only)
     trainable = [*student.head.encoder.parameters(), *student.tail.decoder.parameters()]
+    if entropic:
+        trainable += list(student.entropy.parameters())
     for parameter in student.parameters():
         parameter.requires_grad_(False)
     for parameter in trainable:
         parameter.requires_grad_(True)
     student.train()
 
-    def head_step(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(student.decoded_features(x), student.teacher_features(x))
-
     def head_epoch_end(_: int) -> dict[str, float]:
-        calibrate(student.head, calibration, groups=("encoder",))
-        return {"test_accuracy": eval_accuracy(student, data)}
+        calibrate(student.head, calibration_here, groups=("encoder",))
+        return {"test_accuracy": evaluate(student)}
 
-    history["head_distillation"] = _run_epochs(
-        "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show, trainable,
-        train.head_learning_rate, train.weight_decay, head_step, head_epoch_end,
-    )
+    with data_parallel(student, ctx, "features_and_rate" if entropic else "decoded_features") as decoded_features:
+
+        def head_step(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            if entropic:  # rate-distortion: distortion + beta * bits per sample
+                features, rate_bits = decoded_features(x)
+                return F.mse_loss(features, student.teacher_features(x)) + mcfg.beta * rate_bits
+            return F.mse_loss(decoded_features(x), student.teacher_features(x))
+
+        history["head_distillation"] = _run_epochs(
+            "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show,
+            trainable, train.head_learning_rate, train.weight_decay, head_step, head_epoch_end,
+            StageRun("head_distillation", ctx, checkpointer, saved, history),
+        )
     checkpoints: dict[str, dict[str, Any]] = {}
-    if train.checkpoints:
+    if resumed is not None and resumed["stage"] == "finetune":
+        checkpoints = dict(resumed["extra"])  # the student after stage a, saved before stage b began
+    elif train.checkpoints:
         checkpoints["after_head_distillation"] = _student_payload(student)
 
     # stage b: fine-tuning with knowledge distillation
@@ -222,16 +284,26 @@ def train_split_experiment(
         parameter.requires_grad_(True)
     student.train()
 
-    def finetune_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return kd_loss(student(x), student.teacher_logits(x), y, train.temperature, train.alpha)
+    with data_parallel(student, ctx, "logits_and_rate" if entropic else "forward") as student_net:
 
-    history["finetune"] = _run_epochs(
-        "stage b: fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
-        list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
-        lambda _: {"test_accuracy": eval_accuracy(student, data)},
-    )
-    student.eval()
-    metrics = split_metrics(student, data)
+        def finetune_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if entropic:  # KD + beta * bits per sample
+                logits, rate_bits = student_net(x)
+                loss = kd_loss(logits, student.teacher_logits(x), y, train.temperature, train.alpha)
+                return loss + mcfg.beta * rate_bits
+            return kd_loss(student_net(x), student.teacher_logits(x), y, train.temperature, train.alpha)
+
+        history["finetune"] = _run_epochs(
+            "stage b: fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
+            list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
+            lambda _: {"test_accuracy": evaluate(student)},
+            StageRun("finetune", ctx, checkpointer, saved, history, checkpoints),
+        )
+    revert_batchnorm(student).cpu().eval()
+    teacher.cpu()
+    if entropic:
+        student.finalize_tables()  # the prior frozen into the integer CDF tables the export ships
+    metrics = split_metrics(student, data) if ctx.is_main else {}
     return SplitResult(config, teacher, student, history, metrics, checkpoints, weights)
 
 
@@ -264,9 +336,15 @@ def split_metrics(student: SplitModel, data: SplitData) -> dict[str, Any]:
         "head_flops": count_flops(student.head, spec.input_shape),
         "tail_flops": count_flops(student.tail, student.code_shape),
     }
+    if spec.bottleneck == "entropic":  # real range-coded bytes, one image a blob
+        from aeforge.edge.split.entropic import entropic_metrics
+
+        metrics.update(entropic_metrics(student, data.test_batches()))  # type: ignore[arg-type]
+        return metrics
     wire = wire_bytes(student, data.x_test if isinstance(data.x_test, torch.Tensor) else data)
     if wire is not None:
         metrics.update(wire)
+        metrics["bytes_per_sample"] = wire["code_wire_bytes_per_sample_none"]
     return metrics
 
 
