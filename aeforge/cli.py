@@ -472,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     rtl.add_argument("--pnr-speed", type=int, choices=[6, 7, 8], default=6, help="ECP5 speed grade (6 = slowest)")
     rtl.add_argument("--pnr-placed-only", action="store_true",
                      help="stop after placement: Fmax is nextpnr's placement estimate (much faster)")
-    rtl.add_argument("--pnr-router", choices=["router1", "router2"],
-                     help="nextpnr router (default nextpnr's router1; router2 routes large designs faster)")
+    rtl.add_argument("--pnr-router", choices=["router1", "router2"], default="router2",
+                     help="nextpnr router (default router2: it routed the 12.9k-LUT HGQ ECON-T encoder on an "
+                          "LFE5U-85F in 9 min; router1 is nextpnr's classic router)")
     rtl.add_argument("--abc9", action="store_true",
                      help="map with Yosys' ABC9 flow (synth_xilinx/synth_ecp5 -abc9) for --synth and --pnr")
     rtl.add_argument("--energy", action="store_true",

@@ -1,6 +1,6 @@
 """Rate-accuracy of split computing the way the field reports it, and end-to-end latency.
 
-    python benchmarks/split_rate_accuracy.py [--channels 1 2 4] [--bits 1 2 4] [--betas ...] [--out benchmarks/results]
+    python benchmarks/split_rate_accuracy.py [--channels 1 2 4] [--bits 2 4 8] [--betas ...] [--out benchmarks/results]
 
 Data: scikit-learn's handwritten digits (1797 images, 10 classes; the only learnable image set available
 offline here), 8x8 upsampled bilinearly to 32x32, written as 8-bit grey PNGs into an ImageFolder tree
@@ -226,7 +226,7 @@ def issue13_target(entries: list[dict[str, Any]], teacher_acc: float) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
     parser.add_argument("--entropic-channels", type=int, default=2)
     parser.add_argument("--teacher-epochs", type=int, default=15)

@@ -309,6 +309,49 @@ def open_backend(manifest: dict, threads: int | None, max_batch: int = 1):
     raise BundleExit(EXIT_INVALID, f"manifest.json: unknown runtime {manifest['runtime']!r}")
 
 
+# ------------------------------------------------------------------------------------ entropy coder
+def open_entropy_codec(manifest: dict):
+    """The range coder of an Entropic Student head's bundle (``None`` for other bundles).
+
+    Loads the bundle's ``entropy_coder.py`` (checked against its sha256) and CDF tables (checked by the
+    module against ``cdf_sha256``); exit 2 without constriction, exit 3 on a tampered file.
+    """
+    entropy = manifest.get("entropy")
+    if not entropy:
+        return None
+    module_path = HERE / entropy["module"]
+    if not module_path.is_file() or _sha256(module_path) != entropy["module_sha256"]:
+        raise BundleExit(EXIT_INVALID, f"{entropy['module']}: missing or not the file the bundle was built with")
+    spec = importlib.util.spec_from_file_location("aeforge_bundle_entropy_coder", module_path)
+    coder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = coder  # its dataclasses look their module up
+    spec.loader.exec_module(coder)
+    try:
+        tables = coder.EntropySpec.from_dict(entropy, HERE, where="manifest.json")
+    except coder.ToolUnavailableError as exc:
+        raise BundleExit(EXIT_UNAVAILABLE, str(exc)) from None
+    except coder.ArtifactError as exc:
+        raise BundleExit(EXIT_INVALID, str(exc)) from None
+    return coder.EntropyCodec(tables, tuple(entropy["code_shape"]))
+
+
+def check_entropy_coding(manifest: dict, codec, outputs: np.ndarray) -> dict:
+    """Code each output one sample a blob: it must decode to its codes, and the recorded blobs must be equal."""
+    scale = float(manifest["quantization"]["output_scale"])
+    codes = np.round(outputs / scale).astype(np.int64).reshape(-1, *codec.shape)
+    recorded = manifest["entropy"]["recorded_blobs_hex"]
+    sizes, roundtrip_bad, recorded_bad = [], 0, []
+    for i in range(len(codes)):
+        blob = codec.encode(codes[i : i + 1])
+        sizes.append(len(blob))
+        roundtrip_bad += int(not np.array_equal(codec.decode(blob).reshape(codes[i : i + 1].shape), codes[i : i + 1]))
+        if i < len(recorded) and blob.hex() != recorded[i]:
+            recorded_bad.append(i)
+    return {"blobs": len(codes), "bytes_per_sample": float(np.mean(sizes)) if sizes else 0.0,
+            "roundtrip_mismatched": roundtrip_bad, "recorded": min(len(recorded), len(codes)),
+            "recorded_mismatched": recorded_bad, "passed": not roundtrip_bad and not recorded_bad}
+
+
 # ------------------------------------------------------------------------------------ commands
 def _expected(manifest: dict, quick: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """Recorded inputs (the model's input dtype), expected outputs (float64) and where they came from:
@@ -369,9 +412,19 @@ def self_check(manifest: dict, threads: int | None, quick: bool = False, report:
         "available_providers": list(getattr(backend, "available_providers", [])),
         "infer_s": infer_s, "wall_s": wall_s, **_environment(),
     }
+    codec = open_entropy_codec(manifest) if first is None else None
+    if codec is not None:  # the head's codes are right: now the bytes that go on the wire
+        result["entropy"] = check_entropy_coding(manifest, codec, got)
+        result["passed"] = result["entropy"]["passed"]
     if report is not None:
         report.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     rule = "bit-exact required" if exact_required else f"within {tolerance:g}"
+    if codec is not None and not result["entropy"]["passed"]:
+        coded = result["entropy"]
+        print(f"self-check FAILED: the range coder ({manifest['entropy']['coder']}) gave "
+              f"{coded['roundtrip_mismatched']} blobs that do not decode to their codes and blobs "
+              f"{coded['recorded_mismatched'][:5]} that differ from the ones recorded at build time")
+        return EXIT_MISMATCH
     if first is not None:
         print(f"self-check FAILED ({backend.name} {backend.version}, {platform.machine()}): "
               f"{result['mismatched_vectors']}/{n} vectors differ ({rule}); first: vector {first[0]} "
@@ -379,6 +432,10 @@ def self_check(manifest: dict, threads: int | None, quick: bool = False, report:
         return EXIT_MISMATCH
     print(f"self-check passed ({backend.name} {backend.version}, {platform.machine()}): {n}/{n} vectors of {source} "
           f"{rule} (bit-exact {exact}/{n}, max |err| {max_err:g})")
+    if codec is not None:
+        coded = result["entropy"]
+        print(f"range coder: {coded['blobs']} blobs decode to their codes, {coded['recorded']} equal to the recorded "
+              f"bytes; {coded['bytes_per_sample']:.1f} bytes per sample")
     return EXIT_OK
 
 
@@ -391,24 +448,36 @@ def bench(manifest: dict, seconds: float, batch: int, threads: int | None, warmu
         raise BundleExit(EXIT_INVALID, f"this model has a fixed batch of {static}; use --batch {static}")
     inputs, _, _ = _expected(manifest, quick=True)
     x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))
+    codec = open_entropy_codec(manifest)
+    scale = float(manifest["quantization"]["output_scale"])
+
+    def infer() -> int:  # the head, then (entropic bundles) the range coder: bytes on the wire
+        out = backend(x)
+        if codec is None:
+            return 0
+        return len(codec.encode(np.round(np.asarray(out, dtype=np.float64) / scale).astype(np.int64)
+                                .reshape(-1, *codec.shape)))
+
     backend = open_backend(manifest, threads, max_batch=batch)
     try:
         start = time.perf_counter()
         warm = 0
         while warm < 10 or time.perf_counter() - start < warmup_s:
-            backend(x)
+            infer()
             warm += 1
-        latencies = []
+        latencies, coded_bytes = [], []
         start = time.perf_counter()
         while len(latencies) < 20 or time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
-            backend(x)
+            coded_bytes.append(infer())
             latencies.append(time.perf_counter() - t0)
         total_s = time.perf_counter() - start
     finally:
         backend.close()
     lat = np.asarray(latencies)
-    return {
+    coded = ({"entropy_coded": True, "coded_bytes_per_sample": float(np.mean(coded_bytes)) / batch}
+             if codec is not None else {})
+    return {**coded,
         "label": label, "device": manifest["device"], "runtime": f"{backend.name} {backend.version}",
         "providers": list(getattr(backend, "providers", [])), "host": platform.node(),
         "machine": platform.machine(), "python": platform.python_version(), "batch": batch, "threads": threads,

@@ -60,6 +60,7 @@ RPI_REQUIREMENTS = (
 """What an rpi bundle's requirements.txt pins: numpy and onnxruntime with onnxruntime's dependencies, the
 versions pip resolved and ``.ci/arm64_bundles.py`` verified bit-exact on aarch64 (Debian 12 bookworm
 under qemu-user, Python 3.11.2, the userland of Raspberry Pi OS 64-bit Bookworm)."""
+CONSTRICTION_PIN = "constriction==0.5.0"  # the coded format is tied to constriction's major.minor
 RPI_VERIFIED_ON = "aarch64 Debian 12 (bookworm) under qemu-user emulation, Python 3.11.2"
 SPLIT_OPSET = 18  # the opset of `aeforge export split`, so that head.onnx is the same graph
 EXIT_CODES = {
@@ -133,7 +134,34 @@ def _bundle_model(run_dir: Path, kind: str) -> tuple[Any, dict[str, Any]]:
                        "code": {"type": code.ap_type(), "bits": code.bits, "signed": code.signed, "scale": code.lsb,
                                 "shape": list(split.code_shape)},
                        "codes": "round(output / code.scale) are the integer codes sent to the tail"}}
+    if hasattr(split, "entropy_spec"):  # the Entropic Student: the device also range-codes the codes
+        facts["entropy"] = (split.entropy_spec(), tuple(split.code_shape))
+        facts["split"]["codes"] += "; run.py range-codes them (entropy_coder.py, entropy_cdf.npy)"
     return model, facts
+
+
+ENTROPY_MODULE = "entropy_coder.py"
+
+
+def _write_entropy(staging: Path, entropy: tuple[Any, tuple[int, ...]], expected: np.ndarray, model: Any,
+                   n_recorded: int) -> dict[str, Any]:
+    """Put the range coder and its CDF tables into the bundle; record the blobs of the first vectors.
+
+    ``run.py --self-check`` codes every expected output one sample a blob, checks that each decodes back
+    to its codes and that the recorded ones are byte for byte the blobs coded here.
+    """
+    from aeforge.artifact import sha256_file
+    from aeforge.edge.split import entropy_coder
+
+    spec, code_shape = entropy
+    (staging / spec.cdf_file).write_bytes(entropy_coder.cdf_bytes(spec.cdf))
+    shutil.copyfile(entropy_coder.__file__, staging / ENTROPY_MODULE)
+    codec = entropy_coder.EntropyCodec(spec, code_shape)
+    codes = _codes(expected[:n_recorded], model.output_type.lsb, "expected codes").reshape(-1, *code_shape)
+    blobs = [codec.encode(codes[i : i + 1]) for i in range(len(codes))]
+    return {**spec.as_dict(), "module": ENTROPY_MODULE, "module_sha256": sha256_file(staging / ENTROPY_MODULE),
+            "code_shape": list(code_shape), "recorded_blobs_hex": [blob.hex() for blob in blobs],
+            "blob": "one sample a blob: 16-byte header (magic AECE) + range-coder words; see entropy_coder.py"}
 
 
 def _codes(values: np.ndarray, scale: float, what: str) -> np.ndarray:
@@ -165,12 +193,13 @@ def _write_check_set(path: Path, inputs: np.ndarray, outputs: np.ndarray, model:
             "note": "the manifest's expected vectors are its first ones; run.py --self-check uses this set"}
 
 
-def _requirements(aeforge_version: str) -> str:
+def _requirements(aeforge_version: str, extra_pins: tuple[str, ...] = ()) -> str:
     lines = "\n".join(RPI_REQUIREMENTS)
+    extra = "".join(f"{pin}  # the range coder of the entropic code (x86-64 only verified)\n" for pin in extra_pins)
     return (f"# run.py's dependencies (aeforge {aeforge_version} deploy bundle for a Raspberry Pi, 64-bit OS)\n"
             f"# pinned to the versions verified bit-exact on {RPI_VERIFIED_ON};\n"
             "# install into a venv: python3 -m venv venv && venv/bin/pip install -r requirements.txt\n"
-            f"{lines}\n")
+            f"{lines}\n{extra}")
 
 
 def _readme(device: str, manifest: dict[str, Any]) -> str:
@@ -298,9 +327,13 @@ def build_bundle(
                 manifest["split"]["same_as_export_split_head"] = recorded == manifest["model"]["sha256"]
         if n_check:
             manifest["check_set"] = _write_check_set(staging / CHECK_FILE, inputs[:n_check], expected[:n_check], model)
+        extra_pins: tuple[str, ...] = ()
+        if "entropy" in facts:
+            manifest["entropy"] = _write_entropy(staging, facts["entropy"], expected, model, n_expected)
+            extra_pins = (CONSTRICTION_PIN,)
         if device == "rpi":
-            (staging / REQUIREMENTS_FILE).write_text(_requirements(__version__), encoding="utf-8")
-            manifest["requirements"] = {"file": REQUIREMENTS_FILE, "pins": list(RPI_REQUIREMENTS),
+            (staging / REQUIREMENTS_FILE).write_text(_requirements(__version__, extra_pins), encoding="utf-8")
+            manifest["requirements"] = {"file": REQUIREMENTS_FILE, "pins": [*RPI_REQUIREMENTS, *extra_pins],
                                         "verified_on": RPI_VERIFIED_ON}
         if device == "jetson":
             manifest["tensorrt"] = {"precision": "int8", "max_batch": 64, "violations": export["trt_violations"]}

@@ -223,3 +223,30 @@ def test_train_export_serve_split_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert printed["request_bytes"] == len(blob) and printed["bytes_per_sample"] == pytest.approx(len(blob) / 24)
     single = [len(model.codec().encode(model.codes(images[i:i + 1]))) for i in range(len(images))]
     assert metrics["coded_bytes_per_sample"] > 16 and min(single) > 16  # header + at least one coded word
+
+    # the Raspberry Pi bundle of the head codes on the device: run.py range-codes what head.onnx outputs
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "bundle"
+    assert main(["deploy", str(run), "--device", "rpi", "--out", str(bundle), "--check-vectors", "40"]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["entropy"]["cdf_sha256"] == metrics["cdf_sha256"]
+    assert len(manifest["entropy"]["recorded_blobs_hex"]) == 8
+    assert "constriction==0.5.0" in (bundle / "requirements.txt").read_text()
+    without_aeforge = ("import runpy, sys; sys.modules['aeforge'] = None; sys.argv = sys.argv[1:]; "
+                       "runpy.run_path(sys.argv[0], run_name='__main__')")  # any aeforge import fails
+    check = subprocess.run([sys.executable, "-I", "-c", without_aeforge, str(bundle / "run.py"), "--self-check",
+                            "--json", str(tmp_path / "check.json")], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    coded = json.loads((tmp_path / "check.json").read_text())["entropy"]
+    assert coded["blobs"] == 40 and coded["recorded"] == 8 and coded["passed"]
+    bench = subprocess.run([sys.executable, "-I", str(bundle / "run.py"), "--bench", "--seconds", "0.2"],
+                           capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["coded_bytes_per_sample"] > 16
+    manifest["entropy"]["recorded_blobs_hex"][3] = "00" + manifest["entropy"]["recorded_blobs_hex"][3][2:]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    tampered = subprocess.run([sys.executable, "-I", str(bundle / "run.py"), "--self-check"], capture_output=True,
+                              text=True, timeout=300)
+    assert tampered.returncode == 1 and "[3]" in tampered.stdout, tampered.stdout

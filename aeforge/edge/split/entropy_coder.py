@@ -1,5 +1,7 @@
 """The range-coded wire format of an Entropic Student code, and its CDF tables (numpy + constriction, no torch).
 
+``aeforge deploy`` copies this file into a split head's bundle, where ``run.py`` codes without aeforge.
+
 An entropic split model's head outputs integer symbols (``B``-bit signed, scale 1) that a learned
 factorized prior models channel by channel. The prior is frozen after training into **integer CDF
 tables**: ``cdf`` of shape ``(C, S + 1)`` (``S = 2**B`` symbols ``min_symbol .. min_symbol + S - 1``),
@@ -41,8 +43,23 @@ from typing import Any
 
 import numpy as np
 
-from aeforge.edge.split.codec import CodecError
-from aeforge.errors import ArtifactError, ToolUnavailableError
+try:
+    from aeforge.edge.split.codec import CodecError
+    from aeforge.errors import ArtifactError, ToolUnavailableError
+except ImportError:  # pragma: no cover - a copy inside a deploy bundle (run.py), on a device without aeforge
+
+    class ArtifactError(Exception):  # type: ignore[no-redef]
+        """A bad export file (the bundle's stand-in for aeforge.errors.ArtifactError)."""
+
+    class ToolUnavailableError(Exception):  # type: ignore[no-redef]
+        """constriction is missing (the bundle's stand-in)."""
+
+    class CodecError(ValueError):  # type: ignore[no-redef]
+        """A malformed blob; ``field`` names the header field (the bundle's stand-in)."""
+
+        def __init__(self, field: str, message: str) -> None:
+            super().__init__(f"code blob field {field!r}: {message}")
+            self.field = field
 
 MAGIC = b"AECE"
 VERSION = 1
