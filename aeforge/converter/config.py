@@ -17,6 +17,7 @@ from typing import Any
 from aeforge.config import build_dataclass, compose_sections, read_yaml_text
 from aeforge.errors import ConfigError
 from aeforge.fixedpoint import FixedPoint
+from aeforge.quantize.autoencoder import fill_layer_defaults
 from aeforge.quantize.models.spec import (
     WEIGHT_LAYERS,
     InputSpec,
@@ -200,31 +201,12 @@ def load_converter_config(path: str | Path, overrides: dict[str, Any] | None = N
 
 
 # ------------------------------------------------------------------------------------ specs
-def _fill(raw: Any, quant: CvQuantConfig, where: str) -> dict[str, Any]:
-    """A layer dict with the ``quant`` defaults filled in."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with a 'kind', got {raw!r}")
-    layer = dict(raw)
-    kind = layer.get("kind")
-    if kind in ("dense", "conv1d", "conv2d"):
-        layer.setdefault("weight", quant.weight.ap_type())
-        if layer.get("bias", True) is True:
-            layer["bias"] = quant.bias.ap_type()
-        elif layer.get("bias") is False:
-            layer["bias"] = None
-    elif kind == "relu":
-        layer.setdefault("type", quant.activation.ap_type())
-    elif kind == "quant":
-        layer.setdefault("type", quant.quant.ap_type())
-    return layer
-
-
 def _layers(config: ConverterConfig, part: str, located: Any) -> tuple[LayerSpec, ...]:
     out = []
     for index, raw in enumerate(getattr(config.model, part)):
         where = f"model.{part}[{index}]"
         with located(where):
-            out.append(layer_from_dict(_fill(raw, config.quant, where), where))
+            out.append(layer_from_dict(fill_layer_defaults(raw, config.quant, where), where))
     return tuple(out)
 
 

@@ -155,7 +155,12 @@ def load_autoencoder_config(path: str | Path, overrides: dict[str, Any] | None =
 
 
 # ------------------------------------------------------------------------------------ specs
-def _fill(raw: Any, defaults: AeQuantConfig, where: str) -> dict[str, Any]:
+def fill_layer_defaults(raw: Any, defaults: Any, where: str) -> dict[str, Any]:
+    """A layer mapping with the ``quant:`` section's types filled in where the layer names none.
+
+    ``defaults`` has ``weight``, ``bias``, ``activation`` and ``quant`` FixedPoint types (the ``quant``
+    section of an autoencoder or converter config).
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'kind', got {raw!r}")
     layer = dict(raw)
@@ -182,7 +187,7 @@ def validate_layers(config: AutoencoderConfig, source: str = "<config>", lines: 
             where = f"model.{part}[{index}]"
             line = lines.get(where)
             try:
-                out.append(layer_from_dict(_fill(raw, config.quant, where), where))
+                out.append(layer_from_dict(fill_layer_defaults(raw, config.quant, where), where))
             except ConfigError as error:
                 raise ConfigError(f"{source}:{line}: {error}" if line else f"{source}: {error}") from None
     return tuple(out)

@@ -10,24 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.hardware.trt_device import why_no_trt_device
+
 pytestmark = [pytest.mark.hardware, pytest.mark.slow]
 
 
-def _why_no_device() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError) as exc:
-        return f"tensorrt not available ({exc})"
-    try:
-        import torch
-    except ImportError:
-        return "torch not installed (the TensorRT runner uses torch.cuda for device memory)"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to torch"
-    return None
-
-
-REASON = _why_no_device()
+REASON = why_no_trt_device()
 if REASON is not None:
     pytest.skip(REASON, allow_module_level=True)
 
