@@ -28,6 +28,8 @@ def train_split(args: argparse.Namespace) -> int:
     config = load_split_config(args.config, overrides=parse_overrides(args.set))
     out = Path(args.out) if args.out else Path("runs") / config.name
     resume = getattr(args, "resume", False)
+    if config.model.tasks is not None:
+        return _train_multitask(args, config, out, resume)
     checkpointer = Checkpointer(resume_dir(out), resume=resume)
     backend = getattr(args, "dist_backend", "auto")
     context_from_env(backend).local_batch(config.train.batch_size)  # before joining: a bad world fails fast
@@ -56,6 +58,28 @@ def train_split(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_multitask(args: argparse.Namespace, config: object, out: Path, resume: bool) -> int:
+    """``aeforge train`` of a ``model.tasks`` config (one process; no --resume)."""
+    from aeforge.artifact import RunWriter
+    from aeforge.edge.split.distributed import context_from_env
+    from aeforge.edge.split.multitask import save_multitask_run, train_multitask
+    from aeforge.errors import ConfigError
+
+    if resume:
+        raise ConfigError("--resume: multi-task split training (model.tasks) does not checkpoint epochs; run it again")
+    if context_from_env(getattr(args, "dist_backend", "auto")).world_size > 1:
+        raise ConfigError("model.tasks: multi-task split training runs in one process, not under torchrun")
+    RunWriter(out, kind="split", overwrite=args.force).check_target()  # fail before training
+    result = train_multitask(config, progress=False if args.quiet else None)  # type: ignore[arg-type]
+    save_multitask_run(result, out, overwrite=args.force, command=sys.argv)
+    print(f"run: {out}")
+    for name, found in result.metrics["tasks"].items():
+        print(f"  {name} ({found['kind']}): {found['metric']} {found['student']:.4g} (teacher {found['teacher']:.4g})")
+    print(f"  code {result.metrics['code_shape']} {result.metrics['code_type']}: "
+          f"{result.metrics['bytes_per_sample']:.0f} bytes per sample for all tasks")
+    return EXIT_OK
+
+
 def _split_artifact_dir(path: str) -> Path:
     """An exported split directory (with split.json), given it or the run it was exported into."""
     from aeforge.errors import ArtifactError
@@ -76,6 +100,13 @@ def _cmd_export_split(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2, default=str))
         return EXIT_OK
     code = record["code"]
+    if record.get("tasks"):
+        files = ", ".join(task["file"] for task in record["tasks"])
+        print(f"split export: {record['path']} (head.onnx, {files}, split.json; opset {record['opset']})")
+        print(f"  {record['backbone']} split after {record['split_after']}: code {code['shape']} {code['type']}")
+        for name, found in record["check"]["tasks"].items():
+            print(f"  check {name}: ORT vs PyTorch max relative error {found['max_rel']:.3g}")
+        return EXIT_OK
     print(f"split export: {record['path']} (head.onnx, tail.onnx, full.onnx, split.json; opset {record['opset']})")
     print(f"  {record['backbone']} split after {record['split_after']}: code {code['shape']} {code['type']}")
     if record.get("entropy"):
@@ -133,6 +164,15 @@ def _cmd_split_run(args: argparse.Namespace) -> int:
         if tuple(images.shape[1:]) != expected:
             raise DataError(f"{path}: images of shape {images.shape[1:]} given, the head expects {expected}")
         images = _split_float_images(images, args.uint8, path)
+        if args.tasks is not None or client.artifact.tasks:  # multi-task export: every task, or those named
+            names = [name.strip() for name in args.tasks.split(",") if name.strip()] if args.tasks else None
+            tasks_result = client.infer_tasks(np.ascontiguousarray(images, dtype=np.float32), names)
+            if args.output:
+                arrays = {f"{task}_{key}": value for task, outputs in tasks_result.outputs.items()
+                          for key, value in outputs.items()}
+                _write_npz_atomic(Path(args.output), arrays)
+            print(json.dumps(tasks_result.as_dict(), indent=2))
+            return EXIT_OK
         result = client.infer(np.ascontiguousarray(images, dtype=np.float32))
     if args.output:
         from aeforge.artifact import write_npy_atomic
@@ -140,6 +180,24 @@ def _cmd_split_run(args: argparse.Namespace) -> int:
         write_npy_atomic(Path(args.output), result.logits)
     print(json.dumps(result.as_dict(), indent=2))
     return EXIT_OK
+
+
+def _write_npz_atomic(path: Path, arrays: dict) -> None:
+    """Every output of a multi-task request as one ``.npz`` (``<task>_<output>``), through a temporary file."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _split_float_images(images: object, uint8: str | None, path: Path) -> object:
@@ -165,7 +223,8 @@ def _split_float_images(images: object, uint8: str | None, path: Path) -> object
 
 def add_split_commands(sub: argparse._SubParsersAction, export_sub: argparse._SubParsersAction) -> None:
     """``export split``, ``export triton``, ``serve tail`` and ``split run``."""
-    split_export = export_sub.add_parser("split", help="split run -> head.onnx (QDQ), tail.onnx, split.json")
+    split_export = export_sub.add_parser("split", help="split run -> head.onnx (QDQ), tail.onnx (multi-task: "
+                                                       "tail_<task>.onnx each), split.json")
     split_export.add_argument("run", help="split run directory (aeforge train on a split config)")
     split_export.add_argument("--out", help="output directory (default RUN/split)")
     split_export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -209,7 +268,9 @@ def add_split_commands(sub: argparse._SubParsersAction, export_sub: argparse._Su
     split_run = split_sub.add_parser("run", help="head here, tail on the server: logits of images in a .npy")
     split_run.add_argument("run", help="split run or its exported directory")
     split_run.add_argument("--input", required=True, help=".npy float32 images (N, C, H, W)")
-    split_run.add_argument("--output", help=".npy to write the logits to")
+    split_run.add_argument("--output", help=".npy to write the logits to (multi-task: an .npz of every output)")
+    split_run.add_argument("--tasks", help="multi-task exports: comma-separated tasks to run, e.g. cls,det,seg "
+                                           "(default: all; tcp/zmq carry the classification task only)")
     split_run.add_argument("--uint8", choices=["unit", "symmetric"],
                            help="uint8 images: scale x/255 (unit) or x/127.5-1 (symmetric); refused without it")
     split_run.add_argument("--host", default="127.0.0.1")

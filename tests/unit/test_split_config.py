@@ -34,7 +34,7 @@ def test_overrides_apply() -> None:
         ("model:\n  channels: four\n", "s.yaml:2: model.channels: expected an integer"),
         ("data:\n  source: cifar10\n", "s.yaml:2: data.source: expected one of digits, fake"),
         ("train:\n\n  alpha: 1.5\n", "s.yaml:3: train.alpha: must be in [0, 1]"),
-        ("model:\n  bits: 0\n", "s.yaml:2: model.bits: must be in 1..16"),
+        ("model:\n  bits: 0\n", "s.yaml:2: model.bits: must be in 2..16"),
         ("model: [1, 2]\n", "s.yaml:1: model: expected a mapping"),
         ("model:\n  bits: [\n", "s.yaml:3: invalid YAML"),
     ],

@@ -5,6 +5,8 @@ and ``save_split_run`` train it BottleFit-style and write a run (:mod:`.train`),
 ``head.onnx``, ``tail.onnx`` and ``split.json`` (:mod:`.export`); :mod:`.codec` is the wire format.
 ``model.bottleneck: entropic`` is the Entropic Student (:mod:`.entropic`: learned factorized prior;
 :mod:`.entropy_coder`: CDF tables and range coder).
+``model.tasks`` makes it multi-task, Ladon-style (:mod:`.multitask`, :mod:`.tasks`, :mod:`.shapes_data`,
+:mod:`.multitask_export`, :mod:`.multitask_serve`): one head and one code, a tail per task.
 Names are imported lazily, so ``import aeforge.edge.split.codec`` needs neither torch nor torchvision.
 """
 
@@ -24,6 +26,9 @@ _EXPORTS = {
     "export_split": "export",
     "EntropicSplitModel": "entropic", "build_entropic_model": "entropic",
     "EntropyCodec": "entropy_coder", "EntropySpec": "entropy_coder",
+    "TaskConfig": "config", "MultiTaskSplitModel": "multitask", "train_multitask": "multitask",
+    "save_multitask_run": "multitask", "load_multitask_model": "multitask", "export_multitask": "multitask_export",
+    "MultiTaskTailModel": "multitask_serve",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,6 +19,7 @@ of ``num_classes`` logits, and on gRPC the server's fingerprint.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,44 @@ class SplitResult:
         return {"batch": int(self.logits.shape[0]), "head_s": self.head_s, "encode_s": self.encode_s,
                 "roundtrip_s": self.roundtrip_s, "total_s": self.total_s, "request_bytes": self.request_bytes,
                 "bytes_per_sample": self.bytes_per_sample, "predictions": self.logits.argmax(axis=1).tolist()}
+
+
+@dataclass(frozen=True)
+class TasksResult:
+    """Outputs of one multi-task request (``outputs[task][name]``), its timings (seconds) and request bytes."""
+
+    outputs: dict[str, dict[str, np.ndarray]]
+    codes: np.ndarray
+    head_s: float
+    encode_s: float
+    roundtrip_s: float
+    request_bytes: int
+
+    @property
+    def total_s(self) -> float:
+        """Head + encode + round trip."""
+        return self.head_s + self.encode_s + self.roundtrip_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready timings, sizes and a summary per task (predictions, detections, mask class counts)."""
+        summary: dict[str, Any] = {}
+        for name, outputs in self.outputs.items():
+            if "logits" in outputs:
+                summary[name] = {"predictions": outputs["logits"].argmax(axis=1).tolist()}
+            elif "boxes" in outputs:
+                keep = outputs["labels"] >= 0
+                summary[name] = {"detections": [
+                    [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4), "label": int(label)}
+                     for box, score, label in zip(outputs["boxes"][n][keep[n]], outputs["scores"][n][keep[n]],
+                                                  outputs["labels"][n][keep[n]], strict=True)]
+                    for n in range(len(keep))]}
+            else:
+                masks = outputs["masks"]
+                summary[name] = {"mask_shape": list(masks.shape[1:]),
+                                 "pixels_per_class": [np.bincount(m.ravel()).tolist() for m in masks]}
+        return {"batch": int(self.codes.shape[0]), "tasks": summary, "head_s": self.head_s,
+                "encode_s": self.encode_s, "roundtrip_s": self.roundtrip_s, "total_s": self.total_s,
+                "request_bytes": self.request_bytes}
 
 
 class SplitClient:
@@ -183,6 +222,63 @@ class SplitClient:
                                               f"num_classes), the server sent {logits.dtype} {logits.shape}")
         done = time.perf_counter()
         return SplitResult(logits, codes, headed - start, encoded - headed, done - encoded, len(blob))
+
+    def infer_tasks(self, images: np.ndarray, tasks: Sequence[str] | None = None) -> TasksResult:
+        """Head once, one code, the outputs of ``tasks`` (default: all) of a multi-task export.
+
+        Over ``grpc`` one request asks for every named task's outputs (:mod:`~.multitask_serve`). The ``tcp``
+        and ``zmq`` fast paths carry one task's logits: they accept only the classification task.
+        """
+        names = list(tasks) if tasks else list(self.artifact.task_names)
+        if not self.artifact.tasks:
+            raise ConfigError(f"--tasks: {self.artifact.root} is a single-task export (no tasks in split.json)")
+        for name in names:
+            self.artifact.task(name)  # ArtifactError listing the tasks
+        if len(set(names)) != len(names):
+            raise ConfigError(f"--tasks: a task is named twice in {','.join(names)}")
+        if self.transport != "grpc":
+            if names != [self.artifact.legacy_task]:
+                raise ConfigError(f"--tasks {','.join(names)}: the {self.transport} fast path carries one task's "
+                                  f"logits (the classification task, {self.artifact.legacy_task or 'none here'}); "
+                                  "multi-task requests need --transport grpc")
+            single = self.infer(images)
+            return TasksResult({names[0]: {"logits": single.logits}}, single.codes, single.head_s, single.encode_s,
+                               single.roundtrip_s, single.request_bytes)
+        from aeforge.edge.split.multitask_serve import output_shape, served_outputs
+
+        start = time.perf_counter()
+        codes = self.head(images)
+        headed = time.perf_counter()
+        code = self.artifact.code
+        blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
+        encoded = time.perf_counter()
+        triton = self._triton
+        tensor = triton.InferInput(PACKED_INPUT, [len(blob)], "UINT8")
+        tensor.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8))
+        wanted = [(self.artifact.task(name), output) for name in names
+                  for output, _ in served_outputs(self.artifact.task(name))]
+        try:
+            result = self._transport.infer(self.model_name, [tensor],
+                                           outputs=[triton.InferRequestedOutput(o) for _, o in wanted],
+                                           headers=self._headers, client_timeout=self._timeout_s,
+                                           parameters={FINGERPRINT_PARAMETER: self.artifact.fingerprint})
+        except triton.InferenceServerException as exc:
+            status = str(exc.status() or "GRPC").removeprefix("StatusCode.")
+            raise TransportError(status, exc.message() or str(exc)) from None
+        done = time.perf_counter()
+        parameters = result.get_response().parameters
+        fingerprint = self.artifact.fingerprint
+        if FINGERPRINT_PARAMETER in parameters and parameters[FINGERPRINT_PARAMETER].string_param != fingerprint:
+            raise TransportError("MODEL_MISMATCH", "fingerprint: the server answered for another export")
+        outputs: dict[str, dict[str, np.ndarray]] = {}
+        for task, output in wanted:
+            array = result.as_numpy(output)
+            expected = (codes.shape[0], *output_shape(task, self.artifact)[output])
+            if array is None or tuple(array.shape) != expected:
+                got = None if array is None else array.shape
+                raise TransportError("BAD_REPLY", f"{output}: expected shape {expected}, the server sent {got}")
+            outputs.setdefault(task["name"], {})[output[len(task["name"]) + 1:]] = array
+        return TasksResult(outputs, codes, headed - start, encoded - headed, done - encoded, len(blob))
 
     def close(self) -> None:
         """Close the connection."""

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from aeforge.edge.split.task_outputs import task_entries
 from aeforge.errors import ArtifactError, DataError
 
 MAGIC = b"AECT"
@@ -457,6 +458,36 @@ class SplitArtifact:
     """sha256 (hex) of split.json's bytes and the canonical code spec: the model identity on the wire."""
     entropy: Any = None
     """An entropic export's coder and CDF tables (:class:`~.entropy_coder.EntropySpec`); None: packed codes."""
+    tail_file: str = "tail.onnx"
+    """The single-task tail's file (multi-task exports: the classification task's ``tail_<task>.onnx``)."""
+    tasks: tuple[dict[str, Any], ...] = ()
+    """Multi-task exports: split.json's ``tasks`` entries (name, kind, file, sha256, outputs, ...); () otherwise."""
+    legacy_task: str | None = None
+    """Multi-task exports: the classification task the single-task fields describe (None: there is none)."""
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The task names of a multi-task export (empty for a single-task export)."""
+        return tuple(str(task["name"]) for task in self.tasks)
+
+    def task(self, name: str) -> dict[str, Any]:
+        """split.json's entry of task ``name``; ArtifactError listing the tasks when absent."""
+        for task in self.tasks:
+            if task["name"] == name:
+                return task
+        raise ArtifactError(f"{self.root / 'split.json'}: no task {name!r}; tasks: {', '.join(self.task_names)}")
+
+    def verify_task(self, name: str) -> Path:
+        """The path of task ``name``'s tail after checking it exists and matches its recorded sha256."""
+        entry = self.task(name)
+        path = self.root / str(entry["file"])
+        if not path.is_file():
+            raise ArtifactError(f"{path}: tail of task {name!r} not found")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != entry.get("sha256"):
+            raise ArtifactError(f"{path}: sha256 {digest[:12]}... does not match split.json tasks[{name}].sha256 "
+                                f"(artifact modified?)")
+        return path
 
     @cached_property
     def entropy_codec(self) -> Any:
@@ -473,7 +504,7 @@ class SplitArtifact:
     @property
     def tail_path(self) -> Path:
         """The server-side model (dequantized code -> logits)."""
-        return self.root / "tail.onnx"
+        return self.root / self.tail_file
 
     def verify(self, which: str) -> Path:
         """The path of ``head`` or ``tail``, after checking it exists and matches its recorded sha256."""
@@ -519,14 +550,21 @@ def load_split_artifact(path: str | Path) -> SplitArtifact:
         from aeforge.edge.split.entropy_coder import EntropySpec
 
         entropy = EntropySpec.from_dict(meta.get("entropy"), root, str(meta_path))
+    tasks = task_entries(meta.get("tasks"), str(meta_path))
+    tail = meta.get("tail_file", "tail.onnx")
+    if not isinstance(tail, str) or "/" in tail or "\\" in tail or not tail.endswith(".onnx"):
+        raise ArtifactError(f"{meta_path}: tail_file must be a file name ending in .onnx, got {tail!r}")
+    legacy = meta.get("legacy_task")
     return SplitArtifact(
         root=root, code=code, entropy=entropy, input_name=model_input["name"],
         input_shape=tuple(model_input.get("shape") or ()),
         input_dtype=str(model_input.get("dtype", "float32")), tail_input_name=meta["tail_input_name"],
         tail_output_name=meta["tail_output_name"], num_classes=classes,
         head_sha256=meta.get("head_sha256"), tail_sha256=meta.get("tail_sha256"),
-        fingerprint=artifact_fingerprint(raw, code),
+        fingerprint=artifact_fingerprint(raw, code), tail_file=tail, tasks=tasks,
+        legacy_task=legacy if isinstance(legacy, str) else None,
     )
+
 
 
 def request_limit_bytes(artifact: Any, max_batch: int) -> int:

@@ -13,6 +13,7 @@ torchvision is imported only to name the file behind a weight enum in an error m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -36,7 +37,15 @@ SPLIT_POINTS: dict[str, tuple[str, ...]] = {
 """Valid ``split_after`` stages of each backbone, in order (the torchvision child names; ``stem`` is the
 stem convolution, its normalization, activation and pooling)."""
 
-DATA_SOURCES = ("digits", "fake", "imagefolder")
+DATA_SOURCES = ("digits", "fake", "imagefolder", "shapes")
+TASK_KINDS: dict[str, str] = {"classification": "cls", "detection": "det", "segmentation": "seg"}
+"""Task kinds of a multi-task split model (``model.tasks``) and their default task names."""
+TASK_HEADS: dict[str, tuple[str, ...]] = {"classification": ("backbone",), "detection": ("fcos",),
+                                          "segmentation": ("fcn", "deeplabv3")}
+"""The tail architectures of each task kind (the first is the default)."""
+MULTITASK_BACKBONES = ("resnet18", "resnet50")
+MULTITASK_SPLITS = ("stem", "layer1", "layer2")
+_TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 BOTTLENECKS = ("quantized", "entropic")
 DEFAULT_BETA = 1e-3
 TRAIN_CROPS = ("random_resized", "random", "center")
@@ -58,6 +67,68 @@ def check_split_point(backbone: str, split_after: str, field_name: str = "model.
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """One task tail of a multi-task split model (``model.tasks[i]``), fed by the shared code."""
+
+    kind: str = "classification"  # classification | detection | segmentation
+    name: str | None = None  # wire and file name (tail_NAME.onnx); default cls | det | seg
+    loss_weight: float = 1.0  # weight of this task's loss in head distillation and joint fine-tuning
+    head: str | None = None  # classification: backbone; detection: fcos; segmentation: fcn | deeplabv3
+    detections: int = 20  # detection: boxes kept per image after NMS
+    score_threshold: float = 0.05  # detection: boxes below this score are dropped
+    nms_iou: float = 0.5  # detection: IoU of per-class non-maximum suppression
+
+    def check(self, where: str) -> TaskConfig:
+        """Fill defaults; ConfigError naming ``where.field``."""
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(f"{where}.kind: expected one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
+        name = self.name if self.name is not None else TASK_KINDS[self.kind]
+        if not isinstance(name, str) or not _TASK_NAME.match(name):
+            raise ConfigError(f"{where}.name: expected 1-16 of a-z, 0-9, _ starting with a letter, got {name!r}")
+        head = self.head if self.head is not None else TASK_HEADS[self.kind][0]
+        if head not in TASK_HEADS[self.kind]:
+            raise ConfigError(f"{where}.head: a {self.kind} tail is one of {', '.join(TASK_HEADS[self.kind])}, "
+                              f"got {head!r}")
+        weight = self.loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight)
+                                                                                    and weight > 0):
+            raise ConfigError(f"{where}.loss_weight: must be a positive number, got {weight!r}")
+        if isinstance(self.detections, bool) or not isinstance(self.detections, int) or not 1 <= self.detections <= 100:
+            raise ConfigError(f"{where}.detections: must be an integer in 1..100, got {self.detections!r}")
+        for field_name in ("score_threshold", "nms_iou"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{where}.{field_name}: must be a number in [0, 1], got {value!r}")
+        return TaskConfig(self.kind, name, float(weight), head, self.detections, float(self.score_threshold),
+                          float(self.nms_iou))
+
+
+def parse_tasks(raw: Any, where: str = "model.tasks") -> list[TaskConfig]:
+    """``model.tasks`` (a list of mappings, or of kind names) as checked :class:`TaskConfig` objects."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of tasks (e.g. - kind: classification), got {raw!r}")
+    known = [f.name for f in dataclasses.fields(TaskConfig)]
+    tasks: list[TaskConfig] = []
+    for index, item in enumerate(raw):
+        here = f"{where}[{index}]"
+        if isinstance(item, TaskConfig):
+            item = dataclasses.asdict(item)
+        if isinstance(item, str):
+            item = {"kind": item}
+        if not isinstance(item, dict):
+            raise ConfigError(f"{here}: expected a mapping with kind, name, loss_weight, ..., got {item!r}")
+        for key in item:
+            if key not in known:
+                raise ConfigError(f"{here}.{key}: unknown key; known keys: {', '.join(known)}")
+        tasks.append(TaskConfig(**item).check(here))
+    names = [task.name for task in tasks]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(f"{where}[{index}].name: duplicate task name {name!r} (set name: to tell them apart)")
+    return tasks
+
+
+@dataclass(frozen=True)
 class SplitModelConfig:
     """Backbone, split point and bottleneck (the code sent over the link)."""
 
@@ -74,11 +145,28 @@ class SplitModelConfig:
     new_head: bool = False  # replace the checkpoint's classifier with a new one of num_classes outputs
     bottleneck: str = "quantized"  # quantized: C x B-bit packed code | entropic: Entropic Student, range-coded
     beta: float | None = None  # entropic: weight of the rate term (per bit per sample); default 1e-3
+    tasks: list[TaskConfig] | None = None  # multi-task (Ladon-style): one head and code, a tail per task
 
     def __post_init__(self) -> None:
         if self.family != "split":
             raise ConfigError(f"model.family: expected 'split' in a split config, got {self.family!r}")
         check_split_point(self.backbone, self.split_after)
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", parse_tasks(self.tasks))
+            if self.bottleneck != "quantized":
+                raise ConfigError(f"model.bottleneck: model.tasks needs the quantized bottleneck, got "
+                                  f"{self.bottleneck!r}")
+            if self.backbone not in MULTITASK_BACKBONES:
+                raise ConfigError(f"model.backbone: model.tasks supports {', '.join(MULTITASK_BACKBONES)}, got "
+                                  f"{self.backbone!r}")
+            if self.split_after not in MULTITASK_SPLITS:
+                raise ConfigError(f"model.split_after: with model.tasks split after one of "
+                                  f"{', '.join(MULTITASK_SPLITS)} (detection needs later stages), got "
+                                  f"{self.split_after!r}")
+            for name in ("weights", "num_classes"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"model.{name}: not supported with model.tasks (teachers train from scratch "
+                                      "on the task data)")
         if self.bottleneck not in BOTTLENECKS:
             raise ConfigError(f"model.bottleneck: expected one of {', '.join(BOTTLENECKS)}, got {self.bottleneck!r}")
         if self.bottleneck == "entropic":
@@ -94,10 +182,9 @@ class SplitModelConfig:
             raise ConfigError("model.beta: only for model.bottleneck: entropic (the quantized code has no rate term)")
         if not 1 <= self.channels <= 4096:
             raise ConfigError(f"model.channels: must be in 1..4096, got {self.channels}")
-        low = 2 if self.code_signed else 1
-        if not low <= self.bits <= 16:
-            kind = "a signed" if self.code_signed else "an unsigned"
-            raise ConfigError(f"model.bits: must be in {low}..16 for {kind} code, got {self.bits}")
+        if not 2 <= self.bits <= 16:  # Brevitas exports a 1-bit quantizer as BipolarQuant (+-1), not a 0/1 code
+            raise ConfigError(f"model.bits: must be in 2..16 (a 1-bit code exports as ONNX BipolarQuant, +-1, which "
+                              f"is not a 0/1 code), got {self.bits}")
         if not 3 <= self.head_bits <= 8:
             raise ConfigError(f"model.head_bits: must be in 3..8 (exact in float32 ONNX), got {self.head_bits}")
         if self.encoder_channels is not None and self.encoder_channels < 1:
@@ -167,6 +254,8 @@ class SplitDataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # imagefolder normalisation (RGB)
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     workers: int = 0  # DataLoader worker processes (imagefolder)
+    shapes_count: int = 400  # shapes: number of synthetic images (a few coloured squares, circles, triangles)
+    shapes_per_image: int = 3  # shapes: at most this many shapes per image (at least 1)
     eval_batch_size: int = 256  # evaluation batches; code bytes are always measured one image a blob
 
     def __post_init__(self) -> None:
@@ -207,6 +296,12 @@ class SplitDataConfig:
             raise ConfigError(f"data.fake_size: must be >= 20, got {self.fake_size}")
         if self.fake_classes < 2:
             raise ConfigError(f"data.fake_classes: must be >= 2, got {self.fake_classes}")
+        if self.shapes_count < 20:
+            raise ConfigError(f"data.shapes_count: must be >= 20, got {self.shapes_count}")
+        if not 1 <= self.shapes_per_image <= 8:
+            raise ConfigError(f"data.shapes_per_image: must be in 1..8, got {self.shapes_per_image}")
+        if self.source == "shapes" and self.image_size < 32:
+            raise ConfigError(f"data.image_size: shapes images must be >= 32 pixels, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -254,8 +349,19 @@ class SplitExperimentConfig:
     model: SplitModelConfig = field(default_factory=SplitModelConfig)
     data: SplitDataConfig = field(default_factory=SplitDataConfig)
     train: SplitTrainConfig = field(default_factory=SplitTrainConfig)
+    tasks: list[TaskConfig] | None = None  # the same as model.tasks (either place, not both)
 
     def __post_init__(self) -> None:
+        if self.tasks is not None:
+            if self.model.tasks is not None:
+                raise ConfigError("tasks: given both at the top level and as model.tasks; keep one")
+            object.__setattr__(self, "model", dataclasses.replace(self.model, tasks=parse_tasks(self.tasks, "tasks")))
+            object.__setattr__(self, "tasks", None)
+        if self.model.tasks is not None:
+            dense = [task.name for task in self.model.tasks if task.kind != "classification"]
+            if dense and self.data.source != "shapes":
+                raise ConfigError(f"data.source: tasks {', '.join(dense)} need boxes and masks: use data.source "
+                                  f"shapes, got {self.data.source!r}")
         if self.model.weights is None and self.train.teacher_epochs == 0:
             raise ConfigError("train.teacher_epochs: must be >= 1 when model.weights is not given "
                               "(the teacher must be trained first)")

@@ -14,6 +14,9 @@
     is tiny (64 values), so rates are compared against the upsampled ``image_size`` input.
 ``fake``
     torchvision ``FakeData`` (random images, random labels) for smoke tests.
+``shapes``
+    synthetic coloured squares, circles and triangles with class labels, boxes and masks
+    (:mod:`~aeforge.edge.split.shapes_data`), for multi-task split models.
 
 ``digits`` and ``fake`` are held in memory as tensors; ``imagefolder`` images as :class:`LazyImages`,
 which index and slice like a tensor (``images[:16]`` decodes 16 files). The test split is stratified
@@ -183,6 +186,10 @@ def load_split_data(config: SplitDataConfig) -> SplitData:
     """The configured data set, split into train and test (stratified, ``config.split_seed``)."""
     if config.source == "imagefolder":
         return imagefolder_data(config)
+    if config.source == "shapes":  # synthetic multi-task images: class labels, boxes and masks
+        from aeforge.edge.split.shapes_data import shapes_data
+
+        return shapes_data(config)
     if config.source == "digits":
         x, y = digits_images(config.image_size)
         num_classes = 10

@@ -130,9 +130,15 @@ def export_split(
     An existing ``out_dir`` with a ``split.json`` is replaced only with ``overwrite``.
     """
     from aeforge.edge.onnx_export import export_edge_onnx
+    from aeforge.edge.split.multitask import is_multitask_run
     from aeforge.edge.split.train import load_split_model
 
     run_dir = Path(run_dir)
+    if is_multitask_run(run_dir):  # model.tasks: head.onnx, tail_<task>.onnx per task (multitask_export)
+        from aeforge.edge.split.multitask_export import export_multitask
+
+        return export_multitask(run_dir, out_dir, opset=opset, check_samples=min(check_samples, 32),
+                                overwrite=overwrite)
     model = load_split_model(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "split"
     if out.exists() and not out.is_dir():

@@ -15,7 +15,9 @@ ModelConfig and ModelInfer (the others answer UNIMPLEMENTED). ModelInfer takes e
   blobs (concatenated along the batch); each blob's bits / signedness / scale / shape must match
   split.json. Decoding errors name the blob field.
 
-It answers ``logits`` FP32 ``[N, num_classes]`` (raw_output_contents). Errors map to gRPC codes:
+It answers ``logits`` FP32 ``[N, num_classes]`` (raw_output_contents). A multi-task export (split.json
+``tasks``) hosts every task's tail and answers the ``<task>_<output>`` outputs a request names
+(:mod:`~.multitask_serve`). Errors map to gRPC codes:
 INVALID_ARGUMENT (input name, datatype, shape, batch, blob), NOT_FOUND (model or version),
 UNAUTHENTICATED (token), RESOURCE_EXHAUSTED (message over ``max_frame_bytes``; too many concurrent
 calls), INTERNAL (the model failed), FAILED_PRECONDITION (model fingerprint mismatch). With a ``token``
@@ -102,6 +104,10 @@ class TailModel:
         self.artifact = artifact
         self.max_batch = _positive("max_batch", max_batch)
         self.backend = backend
+        if getattr(artifact, "tasks", ()) and getattr(artifact, "legacy_task", None) is None:
+            raise ConfigError(f"transport: this multi-task export (tasks {', '.join(artifact.task_names)}) has no "
+                              "classification tail; the tcp and zmq fast paths carry logits only: serve it with "
+                              "--transport grpc")
         path = artifact.verify("tail")
         import onnxruntime as ort
 
@@ -264,6 +270,14 @@ class KServeTailServicer(_ServicerBase):
         return self._call(context, self._infer, request)
 
     def _infer(self, request: Any) -> Any:
+        values = self._request_values(request)
+        for output in request.outputs:
+            if output.name != OUTPUT_NAME:
+                raise _invalid(f"outputs: unknown output {output.name!r}; the model has {OUTPUT_NAME!r}")
+        return self._response(request, [(OUTPUT_NAME, "FP32", self.model.infer(values))])
+
+    def _request_values(self, request: Any) -> np.ndarray:
+        """The dequantized code batch of a ModelInfer request (model, fingerprint, coder and input checked)."""
         self._check_model(request.model_name, request.model_version)
         artifact = self.model.artifact
         fingerprint = getattr(artifact, "fingerprint", "")
@@ -282,25 +296,26 @@ class KServeTailServicer(_ServicerBase):
         tensor = request.inputs[0]
         raw = request.raw_input_contents[0] if request.raw_input_contents else None
         if tensor.name == artifact.tail_input_name:
-            values = self._fp32_input(tensor, raw)
-        elif tensor.name == PACKED_INPUT:
-            values = self._packed_input(tensor, raw)
-        else:
-            raise _invalid(f"inputs[0].name: unknown input {tensor.name!r}; expected {artifact.tail_input_name!r} "
-                           f"(FP32) or {PACKED_INPUT!r} (UINT8/BYTES)")
-        for output in request.outputs:
-            if output.name != OUTPUT_NAME:
-                raise _invalid(f"outputs: unknown output {output.name!r}; the model has {OUTPUT_NAME!r}")
-        logits = self.model.infer(values)
+            return self._fp32_input(tensor, raw)
+        if tensor.name == PACKED_INPUT:
+            return self._packed_input(tensor, raw)
+        raise _invalid(f"inputs[0].name: unknown input {tensor.name!r}; expected {artifact.tail_input_name!r} "
+                       f"(FP32) or {PACKED_INPUT!r} (UINT8/BYTES)")
+
+    def _response(self, request: Any, outputs: list[tuple[str, str, np.ndarray]]) -> Any:
+        """A ModelInferResponse carrying ``(name, KServe datatype, array)`` outputs as raw contents."""
         response = service_pb2.ModelInferResponse(model_name=self.model_name, model_version=MODEL_VERSION,
                                                   id=request.id)
+        fingerprint = getattr(self.model.artifact, "fingerprint", "")
         if fingerprint:
             response.parameters[FINGERPRINT_PARAMETER].string_param = fingerprint
-        out = response.outputs.add()
-        out.name = OUTPUT_NAME
-        out.datatype = "FP32"
-        out.shape.extend(logits.shape)
-        response.raw_output_contents.append(logits.astype("<f4", copy=False).tobytes())
+        for name, datatype, array in outputs:
+            out = response.outputs.add()
+            out.name = name
+            out.datatype = datatype
+            out.shape.extend(array.shape)
+            dtype = "<f4" if datatype == "FP32" else "<i4"
+            response.raw_output_contents.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
         return response
 
     def _fp32_input(self, tensor: Any, raw: bytes | None) -> np.ndarray:
@@ -465,6 +480,12 @@ class TailServer:
         self.max_concurrent_rpcs = _positive("max_concurrent_rpcs", max_concurrent_rpcs)
         self.model_name = model_name
         self.artifact = load_split_artifact(artifact_dir) if model is None else model.artifact
+        if model is None and self.artifact.tasks:  # a multi-task export: every task's tail (multitask_serve)
+            from aeforge.edge.split.multitask_serve import MultiTaskTailModel
+
+            if backend != "ort":
+                raise ConfigError(f"backend: a multi-task export is served on ort only, got {backend!r}")
+            model = MultiTaskTailModel(self.artifact, ort_threads, max_batch)
         self.model = model if model is not None else TailModel(self.artifact, backend, ort_threads, max_batch)
         self._requested_port = port
         self.port = 0
@@ -479,8 +500,13 @@ class TailServer:
         """Bind and start serving (non-blocking)."""
         from aeforge.edge.split.triton_repo import model_config_proto
 
-        config = model_config_proto(self.artifact, self.model_name, self.model.max_batch)
-        servicer = KServeTailServicer(self.model, self.model_name, self.max_frame_bytes, config)
+        if hasattr(self.model, "infer_tasks"):  # multi-task: outputs <task>_<output> (multitask_serve)
+            from aeforge.edge.split.multitask_serve import MultiTaskServicer
+
+            servicer: Any = MultiTaskServicer(self.model, self.model_name, self.max_frame_bytes, None)
+        else:
+            config = model_config_proto(self.artifact, self.model_name, self.model.max_batch)
+            servicer = KServeTailServicer(self.model, self.model_name, self.max_frame_bytes, config)
         options = [("grpc.max_receive_message_length", self.max_frame_bytes),
                    ("grpc.max_send_message_length", self.max_frame_bytes),
                    ("grpc.so_reuseport", 0),
