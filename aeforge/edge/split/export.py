@@ -140,16 +140,8 @@ def export_split(
         return export_multitask(run_dir, out_dir, opset=opset, check_samples=min(check_samples, 32),
                                 overwrite=overwrite)
     model = load_split_model(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "split"
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(f"{out}: already exists; pass overwrite (--force) to replace it")
-    spec, code = model.spec, model.code_spec
-    inside = out.resolve().is_relative_to(run_dir.resolve())
-    parent = run_dir.parent if inside else out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".split-export-", dir=parent))
+    spec, _ = model.spec, model.code_spec  # an uncalibrated code fails here, before any export
+    out, inside, staging = staging_dir(run_dir, out_dir, overwrite)
     try:
         head = export_edge_onnx(model.head, spec.input_shape, staging / "head.onnx", fmt="qdq", opset=opset)
         tail = export_edge_onnx(model.tail, model.code_shape, staging / "tail.onnx", fmt="fp32", opset=opset)
@@ -158,10 +150,7 @@ def export_split(
         check = verify_split(head.path, tail.path, full.path, model, images)
         check["inputs"] = source
         meta = {
-            "code": {"bits": code.bits, "signed": code.signed, "scale": code.lsb, "channels": spec.channels,
-                     "shape": list(model.code_shape), "zero_point": 0, "type": code.ap_type()},
-            "input": {"name": head.input_name, "shape": list(head.input_shape), "dtype": head.input_dtype},
-            "head_output_name": head.output_name,
+            **head_meta(model, head),
             "tail_input_name": tail.input_name,
             "tail_output_name": tail.output_name,
             "num_classes": spec.num_classes,
@@ -188,6 +177,29 @@ def export_split(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**meta, "check": check, "path": str(out)}
+
+
+def staging_dir(run_dir: Path, out_dir: str | Path | None, overwrite: bool) -> tuple[Path, bool, Path]:
+    """``(out, inside, staging)``: the export directory (default ``RUN/split``, refused if it holds files and
+    not ``overwrite``), whether it lies inside the run, and a fresh staging directory beside it."""
+    out = Path(out_dir) if out_dir is not None else run_dir / "split"
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ArtifactError(f"{out}: already exists; pass overwrite (--force) to replace it")
+    inside = out.resolve().is_relative_to(run_dir.resolve())
+    parent = run_dir.parent if inside else out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return out, inside, Path(tempfile.mkdtemp(prefix=".split-export-", dir=parent))
+
+
+def head_meta(model: Any, head: Any) -> dict[str, Any]:
+    """split.json's code and head entries (shared by single- and multi-task exports)."""
+    spec, code = model.spec, model.code_spec
+    return {"code": {"bits": code.bits, "signed": code.signed, "scale": code.lsb, "channels": spec.channels,
+                     "shape": list(model.code_shape), "zero_point": 0, "type": code.ap_type()},
+            "input": {"name": head.input_name, "shape": list(head.input_shape), "dtype": head.input_dtype},
+            "head_output_name": head.output_name}
 
 
 def _publish(staging: Path, out: Path, run_dir: Path, inside: bool, check: dict[str, Any],

@@ -18,7 +18,6 @@ labels wherever the ranking is unambiguous).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from aeforge.artifact import write_json_atomic
-from aeforge.edge.split.export import _publish, _session, check_inputs, sha256
+from aeforge.edge.split.export import _publish, _session, check_inputs, head_meta, sha256, staging_dir
 from aeforge.edge.split.tasks import DET_CANDIDATES, OUTPUT_NAMES, ExportedTail
 from aeforge.errors import ArtifactError
 
@@ -116,16 +115,8 @@ def export_multitask(run_dir: str | Path, out_dir: str | Path | None = None, ops
 
     run_dir = Path(run_dir)
     model = load_multitask_model(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "split"
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(f"{out}: already exists; pass overwrite (--force) to replace it")
-    spec, code = model.spec, model.code_spec
-    inside = out.resolve().is_relative_to(run_dir.resolve())
-    parent = run_dir.parent if inside else out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".split-export-", dir=parent))
+    spec = model.spec
+    out, inside, staging = staging_dir(run_dir, out_dir, overwrite)
     try:
         head = export_edge_onnx(model.head, spec.input_shape, staging / "head.onnx", fmt="qdq", opset=opset)
         tasks = []
@@ -146,10 +137,7 @@ def export_multitask(run_dir: str | Path, out_dir: str | Path | None = None, ops
         legacy = next((t for t in tasks if t["kind"] == "classification"), None)
         first = legacy or tasks[0]
         meta = {
-            "code": {"bits": code.bits, "signed": code.signed, "scale": code.lsb, "channels": spec.channels,
-                     "shape": list(model.code_shape), "zero_point": 0, "type": code.ap_type()},
-            "input": {"name": head.input_name, "shape": list(head.input_shape), "dtype": head.input_dtype},
-            "head_output_name": head.output_name,
+            **head_meta(model, head),
             "tail_input_name": TAIL_INPUT,
             "tail_output_name": next(iter(first["outputs"])),
             "tail_file": first["file"],
