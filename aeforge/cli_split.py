@@ -270,7 +270,7 @@ def add_split_commands(sub: argparse._SubParsersAction, export_sub: argparse._Su
     split_run.add_argument("--input", required=True, help=".npy float32 images (N, C, H, W)")
     split_run.add_argument("--output", help=".npy to write the logits to (multi-task: an .npz of every output)")
     split_run.add_argument("--tasks", help="multi-task exports: comma-separated tasks to run, e.g. cls,det,seg "
-                                           "(default: all; tcp/zmq carry the classification task only)")
+                                           "(default: all; over grpc, tcp and zmq alike)")
     split_run.add_argument("--uint8", choices=["unit", "symmetric"],
                            help="uint8 images: scale x/255 (unit) or x/127.5-1 (symmetric); refused without it")
     split_run.add_argument("--host", default="127.0.0.1")

@@ -1,12 +1,14 @@
 """Multi-task (Ladon-style) split computing end to end on the synthetic shapes: train (teachers, head
 distillation, joint fine-tuning) -> run -> export (head.onnx, tail_<task>.onnx, split.json) -> ONNX Runtime
-against PyTorch -> KServe v2 gRPC server on loopback -> client asking for one or several tasks."""
+against PyTorch -> KServe v2 gRPC server on loopback -> client asking for one or several tasks; the same over
+the TCP and ZeroMQ fast paths (equal to gRPC's answers), and hostile multi-task frames against both."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +21,14 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("tritonclient.grpc")
 
 from aeforge.artifact import load_run  # noqa: E402
-from aeforge.edge.split.codec import load_split_artifact  # noqa: E402
+from aeforge.edge.split.codec import encode_code, load_split_artifact  # noqa: E402
 from aeforge.edge.split.config import parse_split_config  # noqa: E402
 from aeforge.edge.split.data import load_split_data  # noqa: E402
 from aeforge.edge.split.export import export_split  # noqa: E402
 from aeforge.edge.split.multitask import load_multitask_model, save_multitask_run, train_multitask  # noqa: E402
 from aeforge.edge.split.multitask_export import compare_task_outputs  # noqa: E402
 from aeforge.edge.split.tasks import OUTPUT_NAMES, ExportedTail  # noqa: E402
-from aeforge.errors import ArtifactError, ConfigError  # noqa: E402
+from aeforge.errors import ArtifactError  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -193,19 +195,6 @@ def test_grpc_round_trip_selected_tasks(exported: dict, images: np.ndarray, tmp_
         np.testing.assert_array_equal(saved["cls_logits"], every.outputs["cls"]["logits"])
 
 
-def test_fast_path_serves_classification_and_refuses_other_tasks(exported: dict, images: np.ndarray) -> None:
-    from aeforge.edge.split.client import SplitClient
-    from aeforge.edge.split.fastpath import FastPathServer
-
-    root = Path(exported["path"])
-    with FastPathServer(root, port=0) as server, SplitClient(root, transport="tcp", port=server.port) as client:
-        result = client.infer_tasks(images, ["cls"])
-        assert result.outputs["cls"]["logits"].shape == (4, 3)
-        with pytest.raises(ConfigError, match=r"--tasks cls,det: the tcp fast path carries one task's logits .* "
-                                              r"need --transport grpc"):
-            client.infer_tasks(images, ["cls", "det"])
-
-
 def test_triton_repository_has_a_model_per_tail_and_an_ensemble(exported: dict, tmp_path: Path) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -223,3 +212,259 @@ def test_triton_repository_has_a_model_per_tail_and_an_ensemble(exported: dict, 
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["shapes_cls", "shapes_det", "shapes_seg"]
     assert [o.name for o in ensemble.output] == ["cls_logits", "det_boxes", "det_scores", "det_labels",
                                                  "seg_mask_logits"]
+
+
+# ------------------------------------------------------------------------------------ fast paths (tcp, zmq)
+TOKEN = "multitask-fast-token-0123"
+
+
+@pytest.fixture(scope="module")
+def sparse_export(exported: dict, images: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the export whose detection score threshold (split.json postprocess) is the median kept score of
+    ``images``, so that images keep different numbers of detections (the 1-epoch tail fills all 20 at 0.05)."""
+    import shutil
+
+    from aeforge.edge.split.multitask_serve import MultiTaskTailModel
+
+    root = Path(shutil.copytree(exported["path"], tmp_path_factory.mktemp("sparse") / "split"))
+    artifact = load_split_artifact(root)
+    with _head_only_client(root) as device:
+        values = device.head(images).astype(np.float32) * np.float32(artifact.code.scale)
+    scores = MultiTaskTailModel(artifact).infer_tasks(values, ["det"])["det"]["scores"]
+    meta = json.loads((root / "split.json").read_text())
+    meta["tasks"][1]["postprocess"]["score_threshold"] = float(np.median(scores[scores > 0]))
+    (root / "split.json").write_text(json.dumps(meta, indent=2))
+    return root
+
+
+def _head_only_client(root: Path) -> object:
+    """A SplitClient used for its head only (nothing is sent, so no server is needed)."""
+    from aeforge.edge.split.client import SplitClient
+
+    return SplitClient(root, transport="tcp", port=1)
+
+
+@pytest.fixture(scope="module")
+def grpc_answers(sparse_export: Path, images: np.ndarray) -> dict:
+    """The reference: every task's outputs, a subset's and the single-task logits over KServe v2 gRPC."""
+    from aeforge.edge.split.client import SplitClient
+    from aeforge.edge.split.serve import TailServer
+
+    root = sparse_export
+    with TailServer(root, port=0) as server, SplitClient(root, transport="grpc", port=server.port) as client:
+        every = client.infer_tasks(images)
+        return {"every": every.outputs, "seg,det": client.infer_tasks(images, ["seg", "det"]).outputs,
+                "logits": client.infer(images).logits, "codes": every.codes}
+
+
+def _fast_server(transport: str, root: Path, **options: object) -> object:
+    if transport == "zmq":
+        pytest.importorskip("zmq")
+        from aeforge.edge.split.zmqpath import ZmqFastPathServer
+
+        return ZmqFastPathServer(root, **options)
+    from aeforge.edge.split.fastpath import FastPathServer
+
+    return FastPathServer(root, **options)
+
+
+def _assert_same(got: dict, expected: dict) -> None:
+    assert list(got) == list(expected)
+    for task, outputs in expected.items():
+        assert sorted(got[task]) == sorted(outputs), task
+        for key, value in outputs.items():
+            assert got[task][key].dtype == value.dtype and got[task][key].shape == value.shape, (task, key)
+            np.testing.assert_array_equal(got[task][key], value, err_msg=f"{task}_{key}")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "zmq"])
+def test_fast_paths_answer_every_task_like_grpc(sparse_export: Path, images: np.ndarray, grpc_answers: dict,
+                                                transport: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from aeforge.cli import main
+    from aeforge.edge.split.client import SplitClient
+
+    root = sparse_export
+    detections = grpc_answers["every"]["det"]["labels"] >= 0
+    assert detections.any() and not detections.all()  # variable-length detections on the wire, not all padding
+    with _fast_server(transport, root, port=0, token=TOKEN) as server, \
+            SplitClient(root, transport=transport, port=server.port, token=TOKEN) as client:
+        every = client.infer_tasks(images)
+        np.testing.assert_array_equal(every.codes, grpc_answers["codes"])
+        _assert_same(every.outputs, grpc_answers["every"])
+        subset = client.infer_tasks(images, ["seg", "det"])
+        _assert_same(subset.outputs, grpc_answers["seg,det"])
+        assert subset.request_bytes == every.request_bytes  # one code, whatever the tasks
+        np.testing.assert_array_equal(client.infer(images).logits, grpc_answers["logits"])  # INFER: the cls task
+        with pytest.raises(ArtifactError, match="no task 'depth'; tasks: cls, det, seg"):
+            client.infer_tasks(images, ["depth"])
+        np.save(tmp_path / "x.npy", images)
+        (tmp_path / "token").write_text(TOKEN + "\n")
+        code = main(["split", "run", str(root), "--input", str(tmp_path / "x.npy"), "--transport", transport,
+                     "--port", str(server.port), "--token-file", str(tmp_path / "token"), "--tasks", "det,seg",
+                     "--output", str(tmp_path / "out.npz")])
+        assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed["tasks"]) == ["det", "seg"] and len(printed["tasks"]["det"]["detections"]) == 4
+    assert [len(found) for found in printed["tasks"]["det"]["detections"]] == detections.sum(axis=1).tolist()
+    saved = np.load(tmp_path / "out.npz")
+    assert sorted(saved.files) == ["det_boxes", "det_labels", "det_scores", "seg_masks"]
+    for name in saved.files:
+        task, key = name.split("_", 1)
+        np.testing.assert_array_equal(saved[name], grpc_answers["every"][task][key])
+
+
+def _task_frame_cases(blob: bytes, wrong_dims: bytes) -> list[tuple[bytes, str, str]]:
+    """(INFER_TASKS payload, expected status, words of the error) of well-framed but bad multi-task requests."""
+    from aeforge.edge.split.task_wire import pack_task_request
+
+    return [
+        (b"", "BAD_REQUEST", "empty INFER_TASKS payload"),
+        (b"\x00" + blob, "BAD_REQUEST", "count 0"),
+        (b"\x11" + blob, "BAD_REQUEST", "count 17"),
+        (b"\x01\x40cls", "BAD_REQUEST", "tasks[0]: name length 64"),
+        (b"\x01\x02\xff\xfe" + blob, "BAD_REQUEST", "not UTF-8"),
+        (b"\x01\x05depth" + blob, "BAD_REQUEST", "unknown task 'depth'; this server has cls, det, seg"),
+        (b"\x02\x03det\x03det" + blob, "BAD_REQUEST", "task 'det' named twice"),
+        (pack_task_request(["det"], b"junk"), "BAD_CODE", "header"),
+        (pack_task_request(["seg"], blob[:-1]), "BAD_CODE", "payload_length"),
+        (pack_task_request(["cls", "seg"], wrong_dims), "BAD_CODE", "dims"),
+    ]
+
+
+def _random_task_payload(rng: object) -> bytes:
+    """A task list and blob of random bytes (half of them naming a real task)."""
+    from aeforge.edge.split.task_wire import pack_task_request
+
+    if rng.random() < 0.5:  # type: ignore[attr-defined]
+        return pack_task_request(["det"], rng.randbytes(rng.randrange(0, 200)))  # type: ignore[attr-defined]
+    return bytes([rng.randrange(1, 4)]) + rng.randbytes(rng.randrange(0, 60))  # type: ignore[attr-defined]
+
+
+def _blobs(root: Path, images: np.ndarray) -> tuple[bytes, bytes]:
+    """An honest blob of two images' codes, and one whose dims are wrong (right bits and scale)."""
+    with _head_only_client(root) as device:
+        codes = device.head(images[:2])
+    spec = device.artifact.code
+    wrong = np.zeros((1, spec.shape[0], spec.shape[1], spec.shape[2] + 1), np.int32)
+    return (encode_code(codes, spec.bits, spec.scale, spec.signed),
+            encode_code(wrong, spec.bits, spec.scale, spec.signed))
+
+
+def _frames(data: bytes) -> list[tuple[int, str, int, bytes]]:
+    """(type, status name, request id, payload) of every frame in ``data``."""
+    from aeforge.edge.split.fastpath import ERRORS, HEADER
+
+    frames = []
+    while len(data) >= HEADER.size:
+        _, _, kind, status, request_id, length = HEADER.unpack_from(data)
+        frames.append((kind, ERRORS.get(status, "OK"), request_id, data[HEADER.size:HEADER.size + length]))
+        data = data[HEADER.size + length:]
+    return frames
+
+
+def test_tcp_task_frames_hostile(sparse_export: Path, images: np.ndarray) -> None:
+    import random
+    import socket
+
+    from aeforge.edge.split.fastpath import (
+        ERROR,
+        HEADER,
+        HELLO,
+        HELLO_OK,
+        INFER_TASKS,
+        RESULT_TASKS,
+        FastPathClient,
+        FastPathServer,
+        hello_payload,
+        pack_frame,
+    )
+    from aeforge.edge.split.task_wire import pack_task_request
+
+    root = sparse_export
+    blob, wrong_dims = _blobs(root, images)
+    hello = pack_frame(HELLO, 1, hello_payload(None, TOKEN))
+    with FastPathServer(root, token=TOKEN, frame_timeout_s=1.0) as server, \
+            FastPathClient("127.0.0.1", server.port, token=TOKEN) as honest:
+        _, reference = honest.infer_tasks(blob, ["det", "seg"])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            reader = sock.makefile("rb")
+
+            def exchange(frame: bytes) -> tuple[int, str, int, bytes]:
+                sock.sendall(frame)
+                header = reader.read(HEADER.size)
+                return _frames(header + reader.read(HEADER.unpack(header)[5]))[0]
+
+            assert exchange(hello)[0] == HELLO_OK
+            # well-framed bad requests on one connection: an ERROR each naming the problem, the connection stays
+            for number, (payload, status, needle) in enumerate(_task_frame_cases(blob, wrong_dims), start=2):
+                kind, got, request_id, message = exchange(pack_frame(INFER_TASKS, number, payload))
+                assert (kind, got, request_id) == (ERROR, status, number), message
+                assert needle in message.decode(), (needle, message)
+            rng = random.Random(0)  # random task lists and bytes: an ERROR naming a request problem, never INTERNAL
+            for number in range(100):
+                kind, got, _, message = exchange(pack_frame(INFER_TASKS, number, _random_task_payload(rng)))
+                assert kind == ERROR and got in ("BAD_REQUEST", "BAD_CODE"), message
+            kind, _, request_id, _ = exchange(pack_frame(INFER_TASKS, 99, pack_task_request(["det", "seg"], blob)))
+            assert (kind, request_id) == (RESULT_TASKS, 99)
+        # framing errors: an ERROR, then the server closes that connection
+        oversized = struct.pack("<4sBBHQI", b"AEFP", 2, INFER_TASKS, 0, 2, 1 << 30)
+        for data, status in [(pack_frame(INFER_TASKS, 1, pack_task_request(["det"], blob)), "UNAUTHENTICATED"),
+                             (hello + oversized, "TOO_LARGE")]:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(data)
+                reply = b"".join(iter(lambda: sock.recv(65536), b""))
+            assert _frames(reply)[-1][:2] == (ERROR, status), reply[:80]
+        _, again = honest.infer_tasks(blob, ["det", "seg"])  # the server kept serving, with the same answers
+        for task in reference:
+            for key, value in reference[task].items():
+                np.testing.assert_array_equal(again[task][key], value)
+
+
+def test_zmq_task_frames_hostile(sparse_export: Path, images: np.ndarray) -> None:
+    import random
+
+    zmq = pytest.importorskip("zmq")
+    from aeforge.edge.split.protocol import ERROR, HELLO, INFER_TASKS, hello_payload, pack_frame
+    from aeforge.edge.split.task_wire import pack_task_request
+    from aeforge.edge.split.zmqpath import ZmqFastPathClient, ZmqFastPathServer
+
+    root = sparse_export
+    blob, wrong_dims = _blobs(root, images)
+    hello = pack_frame(HELLO, 0, hello_payload(None, TOKEN))
+    with ZmqFastPathServer(root, token=TOKEN) as server, \
+            ZmqFastPathClient("127.0.0.1", server.port, TOKEN, timeout_s=5) as honest:
+        _, reference = honest.infer_tasks(blob, ["seg", "cls"])
+        peer = zmq.Context.instance().socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.connect(f"tcp://127.0.0.1:{server.port}")
+
+        def exchange(parts: list[bytes]) -> tuple[int, str, int, bytes]:
+            peer.send_multipart(parts)
+            assert peer.poll(5000), "no reply"
+            return _frames(peer.recv())[0]
+
+        try:
+            for number, (payload, status, needle) in enumerate(_task_frame_cases(blob, wrong_dims), start=2):
+                kind, got, request_id, message = exchange([hello, pack_frame(INFER_TASKS, number, payload)])
+                assert (kind, got, request_id) == (ERROR, status, number), message
+                assert needle in message.decode(), (needle, message)
+            rng = random.Random(1)
+            for number in range(100):
+                kind, got, _, message = exchange([hello, pack_frame(INFER_TASKS, number, _random_task_payload(rng))])
+                assert kind == ERROR and got in ("BAD_REQUEST", "BAD_CODE"), message
+            wrong_token = pack_frame(HELLO, 0, hello_payload(None, "not-the-token-0123456"))
+            task_frame = pack_frame(INFER_TASKS, 5, pack_task_request(["det"], blob))
+            assert exchange([wrong_token, task_frame])[:2] == (ERROR, "UNAUTHENTICATED")
+            assert exchange([pack_frame(HELLO, 0, hello_payload("ef" * 32, TOKEN)), task_frame])[:2] == \
+                (ERROR, "MODEL_MISMATCH")
+            oversized = struct.pack("<4sBBHQI", b"AEFP", 2, INFER_TASKS, 0, 6, 1 << 30)
+            assert exchange([hello, oversized])[:2] == (ERROR, "TOO_LARGE")
+            assert exchange([task_frame])[:2] == (ERROR, "BAD_TYPE")  # no HELLO part
+        finally:
+            peer.close()
+        assert server.stats["unauthenticated"] == 1
+        _, again = honest.infer_tasks(blob, ["seg", "cls"])
+        for task in reference:
+            for key, value in reference[task].items():
+                np.testing.assert_array_equal(again[task][key], value)

@@ -318,6 +318,9 @@ def test_fast_path_rejects_bad_frames_and_keeps_serving(fast_server, artifact: P
             with pytest.raises(TransportError, match=needle) as info:
                 client.infer(bad)
             assert info.value.status == "BAD_CODE" or info.value.status == "BAD_REQUEST"
+        with pytest.raises(TransportError, match=r"single-task .* send INFER") as info:  # INFER_TASKS, one task here
+            client.infer_tasks(blob, ["cls"])
+        assert info.value.status == "BAD_REQUEST"
         np.testing.assert_allclose(client.infer(blob), expected, atol=1e-6)
     check_survivor()
     # framing errors and bad tokens: ERROR reply, then the server closes that connection

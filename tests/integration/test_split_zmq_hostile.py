@@ -50,7 +50,8 @@ def _reply(sock: zmq.Socket, timeout_ms: int = 3000) -> tuple[str, int, bytes] |
 
 
 def _hostile_messages(artifact: Path, rng: random.Random) -> list[tuple[list[bytes], str]]:
-    from aeforge.edge.split.protocol import HELLO, INFER, hello_payload, pack_frame
+    from aeforge.edge.split.protocol import HELLO, INFER, INFER_TASKS, hello_payload, pack_frame
+    from aeforge.edge.split.task_wire import pack_task_request
 
     hello = pack_frame(HELLO, 0, hello_payload(None, TOKEN))
     blob = encode_code(random_codes(artifact, 1), 4, 0.125, False)
@@ -70,6 +71,7 @@ def _hostile_messages(artifact: Path, rng: random.Random) -> list[tuple[list[byt
         ([hello, pack_frame(INFER, 7, wrong_dims)], "BAD_CODE"),
         ([hello, pack_frame(INFER, 7, bomb)], "BAD_CODE"),
         ([hello, pack_frame(INFER, 7, rng.randbytes(200))], "BAD_CODE"),
+        ([hello, pack_frame(INFER_TASKS, 7, pack_task_request(["cls"], blob))], "BAD_REQUEST"),  # single-task here
     ]
 
 

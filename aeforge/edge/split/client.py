@@ -10,7 +10,8 @@ For an entropic export (``model.bottleneck: entropic``) the codes are range-code
 tables (:mod:`~aeforge.edge.split.entropy_coder`) instead of packed. Transports: ``grpc`` (KServe v2 through
 tritonclient, the blob as a UINT8 ``code_packed`` input), ``tcp``
 (:class:`~aeforge.edge.split.fastpath.FastPathClient`) and ``zmq``
-(:class:`~aeforge.edge.split.zmqpath.ZmqFastPathClient`). ``tls`` (gRPC, TCP) or ``curve`` (ZeroMQ)
+(:class:`~aeforge.edge.split.zmqpath.ZmqFastPathClient`); multi-task exports (:meth:`SplitClient.infer_tasks`)
+work over all three. ``tls`` (gRPC, TCP) or ``curve`` (ZeroMQ)
 verify the server; a non-loopback host without them needs ``insecure``. Every request carries the
 export's fingerprint (the server refuses another export by name) and every reply is checked: N rows
 of ``num_classes`` logits, and on gRPC the server's fingerprint.
@@ -171,6 +172,13 @@ class SplitClient:
         code = self.artifact.code
         return quantize_to_codes(values, code.scale, code.bits, code.signed)
 
+    def _encode(self, codes: np.ndarray) -> bytes:
+        """The request blob of integer codes: packed (codec), or range-coded for an entropic export."""
+        if self.artifact.entropy_codec is not None:  # Entropic Student: range-coded under the export's tables
+            return self.artifact.entropy_codec.encode(codes)
+        code = self.artifact.code
+        return encode_code(codes, code.bits, code.scale, code.signed, self.compression)
+
     def send(self, blob: bytes) -> np.ndarray:
         """Logits of one encoded blob over the transport; TransportError with the server's reason."""
         if self.transport != "grpc":
@@ -209,11 +217,7 @@ class SplitClient:
         start = time.perf_counter()
         codes = self.head(images)
         headed = time.perf_counter()
-        code = self.artifact.code
-        if self.artifact.entropy_codec is not None:  # Entropic Student: range-coded under the export's tables
-            blob = self.artifact.entropy_codec.encode(codes)
-        else:
-            blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
+        blob = self._encode(codes)
         encoded = time.perf_counter()
         logits = self.send(blob)
         expected = (codes.shape[0], self.artifact.num_classes)
@@ -226,8 +230,9 @@ class SplitClient:
     def infer_tasks(self, images: np.ndarray, tasks: Sequence[str] | None = None) -> TasksResult:
         """Head once, one code, the outputs of ``tasks`` (default: all) of a multi-task export.
 
-        Over ``grpc`` one request asks for every named task's outputs (:mod:`~.multitask_serve`). The ``tcp``
-        and ``zmq`` fast paths carry one task's logits: they accept only the classification task.
+        One request asks for every named task's outputs: over ``grpc`` as KServe v2 outputs
+        (:mod:`~.multitask_serve`), over ``tcp`` and ``zmq`` as an INFER_TASKS frame (:mod:`~.task_wire`).
+        The arrays are the same on every transport (detections padded with score 0 and label -1).
         """
         names = list(tasks) if tasks else list(self.artifact.task_names)
         if not self.artifact.tasks:
@@ -236,22 +241,42 @@ class SplitClient:
             self.artifact.task(name)  # ArtifactError listing the tasks
         if len(set(names)) != len(names):
             raise ConfigError(f"--tasks: a task is named twice in {','.join(names)}")
-        if self.transport != "grpc":
-            if names != [self.artifact.legacy_task]:
-                raise ConfigError(f"--tasks {','.join(names)}: the {self.transport} fast path carries one task's "
-                                  f"logits (the classification task, {self.artifact.legacy_task or 'none here'}); "
-                                  "multi-task requests need --transport grpc")
-            single = self.infer(images)
-            return TasksResult({names[0]: {"logits": single.logits}}, single.codes, single.head_s, single.encode_s,
-                               single.roundtrip_s, single.request_bytes)
-        from aeforge.edge.split.multitask_serve import output_shape, served_outputs
-
         start = time.perf_counter()
         codes = self.head(images)
         headed = time.perf_counter()
-        code = self.artifact.code
-        blob = encode_code(codes, code.bits, code.scale, code.signed, self.compression)
+        blob = self._encode(codes)
         encoded = time.perf_counter()
+        if self.transport == "grpc":
+            outputs = self._grpc_tasks(blob, names, codes.shape[0])
+        else:
+            outputs = self._fast_path_tasks(blob, names, codes.shape[0])
+        done = time.perf_counter()
+        return TasksResult(outputs, codes, headed - start, encoded - headed, done - encoded, len(blob))
+
+    def _fast_path_tasks(self, blob: bytes, names: list[str], batch: int) -> dict[str, dict[str, np.ndarray]]:
+        """The outputs of ``names`` over the tcp / zmq fast path, checked against split.json."""
+        from aeforge.edge.split.multitask_serve import SERVED, output_shape
+        from aeforge.edge.split.task_wire import restore_task_outputs
+
+        answered, raw = self._transport.infer_tasks(blob, names)
+        if answered != batch:
+            raise TransportError("BAD_REPLY", f"the server answered for {answered} samples, the request has {batch}")
+        expected = {}
+        for name in names:
+            task = self.artifact.task(name)
+            shapes = output_shape(task, self.artifact)
+            expected[name] = (task["kind"], {output: (tuple(shapes[f"{name}_{output}"]),
+                                                      "float32" if datatype == "FP32" else "int32")
+                                             for output, datatype in SERVED[task["kind"]]})
+        try:
+            return restore_task_outputs(raw, batch, expected)
+        except DataError as exc:
+            raise TransportError("BAD_REPLY", str(exc)) from None
+
+    def _grpc_tasks(self, blob: bytes, names: list[str], batch: int) -> dict[str, dict[str, np.ndarray]]:
+        """The outputs of ``names`` from one KServe v2 request, checked against split.json."""
+        from aeforge.edge.split.multitask_serve import output_shape, served_outputs
+
         triton = self._triton
         tensor = triton.InferInput(PACKED_INPUT, [len(blob)], "UINT8")
         tensor.set_data_from_numpy(np.frombuffer(blob, dtype=np.uint8))
@@ -265,7 +290,6 @@ class SplitClient:
         except triton.InferenceServerException as exc:
             status = str(exc.status() or "GRPC").removeprefix("StatusCode.")
             raise TransportError(status, exc.message() or str(exc)) from None
-        done = time.perf_counter()
         parameters = result.get_response().parameters
         fingerprint = self.artifact.fingerprint
         if FINGERPRINT_PARAMETER in parameters and parameters[FINGERPRINT_PARAMETER].string_param != fingerprint:
@@ -273,12 +297,12 @@ class SplitClient:
         outputs: dict[str, dict[str, np.ndarray]] = {}
         for task, output in wanted:
             array = result.as_numpy(output)
-            expected = (codes.shape[0], *output_shape(task, self.artifact)[output])
+            expected = (batch, *output_shape(task, self.artifact)[output])
             if array is None or tuple(array.shape) != expected:
                 got = None if array is None else array.shape
                 raise TransportError("BAD_REPLY", f"{output}: expected shape {expected}, the server sent {got}")
             outputs.setdefault(task["name"], {})[output[len(task["name"]) + 1:]] = array
-        return TasksResult(outputs, codes, headed - start, encoded - headed, done - encoded, len(blob))
+        return outputs
 
     def close(self) -> None:
         """Close the connection."""

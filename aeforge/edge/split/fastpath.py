@@ -25,11 +25,14 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from aeforge.edge.split.codec import load_split_artifact
+from aeforge.edge.split.multitask_serve import MultiTaskTailModel, fast_path_model
 from aeforge.edge.split.protocol import (  # noqa: F401  (re-exported: the public names of the fast path)
     CODES,
     DEFAULT_MAX_FRAME_BYTES,
@@ -40,9 +43,11 @@ from aeforge.edge.split.protocol import (  # noqa: F401  (re-exported: the publi
     HELLO,
     HELLO_OK,
     INFER,
+    INFER_TASKS,
     KEEPS_CONNECTION,
     MAGIC,
     RESULT,
+    RESULT_TASKS,
     VERSION,
     Close,
     RequestHandler,
@@ -54,11 +59,15 @@ from aeforge.edge.split.protocol import (  # noqa: F401  (re-exported: the publi
     hello_payload,
     pack_frame,
     parse_reply,
+    parse_task_reply,
 )
 from aeforge.edge.split.security import ClientTLS, ServerTLS, bare_host, check_bind, check_connect, host_port
 from aeforge.edge.split.serve import DEFAULT_MAX_BATCH, TailModel, _positive
+from aeforge.edge.split.task_wire import pack_task_request
 from aeforge.edge.split.zmqpath import ZmqFastPathClient, ZmqFastPathServer  # noqa: F401
-from aeforge.errors import ConfigError
+from aeforge.errors import ConfigError, DataError
+
+_Answer = TypeVar("_Answer")
 
 
 def _seconds(name: str, value: object) -> float:
@@ -79,7 +88,7 @@ class FastPathServer:
         self, artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_clients: int = 64, idle_timeout_s: float = 60.0,
         frame_timeout_s: float = 10.0, max_batch: int = DEFAULT_MAX_BATCH, backend: str = "ort",
-        ort_threads: int | None = 1, model: TailModel | None = None, tls: ServerTLS | None = None,
+        ort_threads: int | None = 1, model: TailModel | MultiTaskTailModel | None = None, tls: ServerTLS | None = None,
         insecure: bool = False, handshake_timeout_s: float = 5.0,
     ) -> None:
         check_bind(host, port, token, secure=tls is not None, insecure=insecure,
@@ -91,8 +100,8 @@ class FastPathServer:
         self.frame_timeout_s = _seconds("frame_timeout_s", frame_timeout_s)
         self.handshake_timeout_s = _seconds("handshake_timeout_s", handshake_timeout_s)
         self._ssl = tls.ssl_context() if tls is not None else None
-        self.model = model if model is not None else TailModel(load_split_artifact(artifact_dir), backend,
-                                                               ort_threads, max_batch)
+        self.model = model if model is not None else fast_path_model(load_split_artifact(artifact_dir), backend,
+                                                                     ort_threads, max_batch)
         self._handler = RequestHandler(self.model, self.max_frame_bytes, token)
         self._requested_port = port
         self.port = 0
@@ -241,7 +250,7 @@ class FastPathServer:
                 if frame_type == HELLO:
                     raise Close("BAD_TYPE", "type: HELLO sent twice on one connection")
                 payload = reader.read(length, self.frame_timeout_s, self.frame_timeout_s, started=True) or b""
-                reply = handler.infer(request_id, payload)
+                reply = handler.handle(frame_type, request_id, payload)
                 with self._lock:
                     self.stats["requests"] += 1
                     self.stats["errors"] += reply[5] == ERROR
@@ -454,11 +463,23 @@ class FastPathClient:
 
     def infer(self, code_blob: bytes) -> np.ndarray:
         """Logits float32 ``(N, classes)`` of one codec blob; TransportError with the server's reason."""
+        return self._request(INFER, code_blob, parse_reply)
+
+    def infer_tasks(self, code_blob: bytes, tasks: Sequence[str]) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+        """(N, ``{task: {output: array}}`` as on the wire, :mod:`.task_wire`) of one codec blob and the named
+        tasks of a multi-task export; TransportError with the server's reason (unknown tasks by name)."""
+        try:
+            payload = pack_task_request(tasks, code_blob)
+        except DataError as exc:
+            raise TransportError("BAD_REQUEST", str(exc)) from None
+        return self._request(INFER_TASKS, payload, parse_task_reply)
+
+    def _request(self, frame_type: int, payload: bytes, parse: Callable[[bytes, bytes, int], _Answer]) -> _Answer:
         self.connect()
         request_id = next(self._ids)
         try:
-            header, payload = self._exchange(pack_frame(INFER, request_id, code_blob))
-            return parse_reply(header, payload, request_id)
+            header, reply = self._exchange(pack_frame(frame_type, request_id, payload))
+            return parse(header, reply, request_id)
         except TransportError as exc:
             if exc.status not in KEEPS_CONNECTION:
                 self.close()  # the stream may be out of step (late or foreign reply): start afresh

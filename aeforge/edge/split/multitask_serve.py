@@ -12,8 +12,9 @@ request names. Outputs (:func:`served_outputs`), per task ``NAME``:
 * segmentation: ``NAME_masks`` INT32 ``[N, H, W]`` (per-pixel class, 0 background).
 
 A request naming no output gets every task's. ``logits`` (the single-task output) is the classification
-task's, so single-task clients keep working. The TCP and ZeroMQ fast paths serve only that classification
-tail (:class:`~.serve.TailModel`); they refuse an export without one.
+task's, so single-task clients keep working. The TCP and ZeroMQ fast paths host the same model
+(:func:`fast_path_model`): an INFER frame gets the classification task's logits, an INFER_TASKS frame the
+outputs of the tasks it names (:mod:`~.task_wire`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from aeforge.edge.split.codec import SplitArtifact
-from aeforge.edge.split.serve import DEFAULT_MAX_BATCH, OUTPUT_NAME, KServeTailServicer, _invalid, _positive
+from aeforge.edge.split.serve import (
+    DEFAULT_MAX_BATCH,
+    OUTPUT_NAME,
+    KServeTailServicer,
+    TailModel,
+    _invalid,
+    _positive,
+)
 from aeforge.edge.split.task_outputs import mask_labels, postprocess_detections
 from aeforge.errors import ArtifactError, ConfigError, DataError
 
@@ -177,3 +185,14 @@ class MultiTaskServicer(KServeTailServicer):
             key = "logits" if name == OUTPUT_NAME else name[len(task) + 1:]
             answers.append((name, datatype, results[task][key]))
         return self._response(request, answers)
+
+
+def fast_path_model(artifact: SplitArtifact, backend: str = "ort", ort_threads: int | None = 1,
+                    max_batch: int = DEFAULT_MAX_BATCH) -> TailModel | MultiTaskTailModel:
+    """The model a TCP / ZeroMQ fast-path server hosts: every task's tail for a multi-task export (ort only),
+    else the single tail (:class:`~.serve.TailModel`)."""
+    if not artifact.tasks:
+        return TailModel(artifact, backend, ort_threads, max_batch)
+    if backend != "ort":
+        raise ConfigError(f"backend: a multi-task export is served on ort only, got {backend!r}")
+    return MultiTaskTailModel(artifact, ort_threads, max_batch)

@@ -5,7 +5,8 @@ Every message, both directions, is one frame: a 20-byte little-endian header and
     offset  size  field
     0       4     magic b"AEFP"
     4       1     version (2)
-    5       1     type: 1 HELLO, 2 INFER (requests); 0x81 HELLO_OK, 0x82 RESULT, 0xFF ERROR (replies)
+    5       1     type: 1 HELLO, 2 INFER, 3 INFER_TASKS (requests); 0x81 HELLO_OK, 0x82 RESULT,
+                  0x83 RESULT_TASKS, 0xFF ERROR (replies)
     6       2     status: 0, or the error code of an ERROR frame (see ERRORS)
     8       8     request id (uint64, echoed in the reply)
     16      4     payload length (uint32)
@@ -14,11 +15,15 @@ Every message, both directions, is one frame: a 20-byte little-endian header and
                   HELLO_OK the server's 32-byte fingerprint; INFER one codec blob
                   (:mod:`aeforge.edge.split.codec`; for an entropic export a range-coded blob of
                   :mod:`aeforge.edge.split.entropy_coder`, its length bounded by the coder's worst case);
-                  RESULT uint32 N, uint32 classes, then N x classes float32 logits; ERROR a UTF-8 message
+                  RESULT uint32 N, uint32 classes, then N x classes float32 logits; ERROR a UTF-8 message;
+                  INFER_TASKS / RESULT_TASKS (multi-task exports): the tasks asked for and one codec blob /
+                  each task's outputs, laid out in :mod:`aeforge.edge.split.task_wire`
 
 Limits checked from the header alone, before any payload byte is read: a HELLO payload is at most
 32 + 1024 bytes; an INFER payload at most the largest blob the served model accepts
-(:meth:`~aeforge.edge.split.codec.CodeSpec.max_blob_bytes` at ``max_batch``) and ``max_frame_bytes``.
+(:meth:`~aeforge.edge.split.codec.CodeSpec.max_blob_bytes` at ``max_batch``) and ``max_frame_bytes``; an
+INFER_TASKS payload that plus its task list (at most ``MAX_TASK_LIST_BYTES``). A task list naming a task
+the server does not host, twice, or malformed, gets ERROR BAD_REQUEST naming it (the connection stays usable).
 A blob's bits, signedness, scale and dims are checked against the code spec before its CRC,
 decompression or unpacking.
 """
@@ -34,15 +39,21 @@ import numpy as np
 
 from aeforge.edge.split.codec import decode_request, request_limit_bytes
 from aeforge.edge.split.security import MAX_TOKEN_BYTES
-from aeforge.errors import AeforgeError
+from aeforge.edge.split.task_wire import (
+    MAX_TASK_LIST_BYTES,
+    pack_task_outputs,
+    parse_task_request,
+    unpack_task_outputs,
+)
+from aeforge.errors import AeforgeError, DataError
 
 LOG = logging.getLogger(__name__)
 MAGIC = b"AEFP"
 VERSION = 2
 HEADER = struct.Struct("<4sBBHQI")
 HEADER_BYTES = HEADER.size
-HELLO, INFER = 1, 2
-HELLO_OK, RESULT, ERROR = 0x81, 0x82, 0xFF
+HELLO, INFER, INFER_TASKS = 1, 2, 3
+HELLO_OK, RESULT, RESULT_TASKS, ERROR = 0x81, 0x82, 0x83, 0xFF
 ERRORS = {
     1: "BAD_MAGIC", 2: "BAD_VERSION", 3: "TOO_LARGE", 4: "BAD_TYPE", 5: "UNAUTHENTICATED", 6: "BAD_CODE",
     7: "BAD_REQUEST", 8: "INTERNAL", 9: "BUSY", 10: "TIMEOUT", 11: "MODEL_MISMATCH", 12: "TRUNCATED",
@@ -118,16 +129,22 @@ def check_reply_header(header: bytes | memoryview, max_reply_bytes: int) -> int:
     return length
 
 
-def parse_reply(header: bytes, payload: bytes, request_id: int) -> np.ndarray:
-    """Logits of a RESULT reply; TransportError for ERROR frames and malformed replies."""
+def _reply_payload(header: bytes, payload: bytes, request_id: int, expected_type: int) -> bytes:
+    """The payload of a reply of ``expected_type``; TransportError for ERROR frames and foreign replies."""
     magic, version, frame_type, status, reply_id, _ = HEADER.unpack(header)
     if magic != MAGIC or version != VERSION:
         raise TransportError("BAD_REPLY", f"reply has magic {magic!r} version {version}; not an aeforge fast path")
     if frame_type == ERROR:
         raise TransportError(ERRORS.get(status, f"ERROR_{status}"), payload.decode(errors="replace"))
-    if frame_type != RESULT or reply_id != request_id:
-        raise TransportError("BAD_REPLY", f"expected RESULT for request {request_id}, got type {frame_type} "
-                                          f"id {reply_id}")
+    if frame_type != expected_type or reply_id != request_id:
+        raise TransportError("BAD_REPLY", f"expected type {expected_type:#x} for request {request_id}, got type "
+                                          f"{frame_type:#x} id {reply_id}")
+    return payload
+
+
+def parse_reply(header: bytes, payload: bytes, request_id: int) -> np.ndarray:
+    """Logits of a RESULT reply; TransportError for ERROR frames and malformed replies."""
+    payload = _reply_payload(header, payload, request_id, RESULT)
     if len(payload) < RESULT_HEAD.size:
         raise TransportError("BAD_REPLY", "RESULT payload shorter than its shape")
     rows, cols = RESULT_HEAD.unpack_from(payload)
@@ -136,29 +153,50 @@ def parse_reply(header: bytes, payload: bytes, request_id: int) -> np.ndarray:
     return np.frombuffer(payload, dtype="<f4", offset=RESULT_HEAD.size).reshape(rows, cols).astype(np.float32)
 
 
+def parse_task_reply(header: bytes, payload: bytes, request_id: int) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+    """(N, ``{task: {output: array}}`` as on the wire) of a RESULT_TASKS reply (see :mod:`.task_wire`)."""
+    payload = _reply_payload(header, payload, request_id, RESULT_TASKS)
+    try:
+        return unpack_task_outputs(payload)
+    except DataError as exc:
+        raise TransportError("BAD_REPLY", str(exc)) from None
+
+
+def parse_any_reply(header: bytes, payload: bytes, request_id: int) -> object:
+    """The answer of a RESULT or RESULT_TASKS reply (by its type; see :func:`parse_reply`, :func:`parse_task_reply`)."""
+    if header[5] == RESULT_TASKS:
+        return parse_task_reply(header, payload, request_id)
+    return parse_reply(header, payload, request_id)
+
+
 def check_request_header(header: bytes | memoryview, max_frame_bytes: int) -> tuple[int, int, int]:
-    """(type, request id, payload length) of a request header; Close on framing errors."""
+    """(type, request id, payload length) of a request header; Close on framing errors.
+
+    ``max_frame_bytes`` bounds an INFER payload; INFER_TASKS may add its task list (``MAX_TASK_LIST_BYTES``).
+    """
     magic, version, frame_type, status, request_id, length = HEADER.unpack_from(header)
     if magic != MAGIC:
         raise Close("BAD_MAGIC", f"magic: expected {MAGIC!r}, got {bytes(magic)!r}")
     if version != VERSION:
         raise Close("BAD_VERSION", f"version: this server speaks {VERSION}, got {version}")
-    if frame_type not in (HELLO, INFER):
-        raise Close("BAD_TYPE", f"type: expected HELLO (1) or INFER (2), got {frame_type}")
+    if frame_type not in (HELLO, INFER, INFER_TASKS):
+        raise Close("BAD_TYPE", f"type: expected HELLO (1), INFER (2) or INFER_TASKS (3), got {frame_type}")
     if status != 0:
         raise Close("BAD_TYPE", f"status: must be 0 in a request, got {status}")
-    limit = MAX_HELLO_BYTES if frame_type == HELLO else max_frame_bytes
+    limit = {HELLO: MAX_HELLO_BYTES, INFER: max_frame_bytes}.get(frame_type, max_frame_bytes + MAX_TASK_LIST_BYTES)
     if length > limit:
-        what = "HELLO" if frame_type == HELLO else "INFER"
+        what = {HELLO: "HELLO", INFER: "INFER"}.get(frame_type, "INFER_TASKS")
         raise Close("TOO_LARGE", f"payload_length: {what} of {length} bytes exceeds {limit} bytes")
     return frame_type, request_id, length
 
 
 class RequestHandler:
-    """Checks HELLO payloads and turns INFER payloads into RESULT or ERROR frames (TCP and ZeroMQ servers).
+    """Checks HELLO payloads and turns INFER / INFER_TASKS payloads into RESULT / RESULT_TASKS or ERROR frames
+    (TCP and ZeroMQ servers).
 
     ``max_payload_bytes``: the largest INFER payload accepted, ``min(max_frame_bytes, the largest blob of
-    max_batch samples)``, checked from the frame header before the payload is read.
+    max_batch samples)``, checked from the frame header before the payload is read. INFER_TASKS needs a
+    model with ``infer_tasks`` (:class:`~.multitask_serve.MultiTaskTailModel`); ``task_names``: the tasks it hosts.
     """
 
     def __init__(self, model: Any, max_frame_bytes: int, token: str | None) -> None:
@@ -170,6 +208,9 @@ class RequestHandler:
         self.fingerprint = getattr(model.artifact, "fingerprint", "") or ""
         self._fingerprint = fingerprint_bytes(self.fingerprint) if self.fingerprint else NO_FINGERPRINT
         self._token = token.encode() if token else None
+        tasks = getattr(model.artifact, "tasks", ()) if hasattr(model, "infer_tasks") else ()
+        self.task_names = tuple(str(task["name"]) for task in tasks)
+        self._kinds = {str(task["name"]): str(task["kind"]) for task in tasks}
 
     def check_hello(self, payload: bytes) -> None:
         """Accept a HELLO payload or raise Close (UNAUTHENTICATED first, then MODEL_MISMATCH)."""
@@ -188,14 +229,44 @@ class RequestHandler:
         """The HELLO_OK frame carrying this server's fingerprint."""
         return pack_frame(HELLO_OK, request_id, self._fingerprint)
 
+    def handle(self, frame_type: int, request_id: int, payload: bytes) -> bytes:
+        """The reply frame of one checked INFER or INFER_TASKS frame."""
+        if frame_type == INFER_TASKS:
+            return self.infer_tasks(request_id, payload)
+        return self.infer(request_id, payload)
+
+    def _codes(self, blob: bytes) -> np.ndarray:
+        codes = decode_request(self.model.artifact, blob, self.max_payload_bytes, self.model.max_batch)
+        return codes.astype(np.float32) * np.float32(self.spec.scale)
+
     def infer(self, request_id: int, payload: bytes) -> bytes:
         """RESULT or ERROR frame of one INFER payload."""
         try:
-            codes = decode_request(self.model.artifact, payload, self.max_payload_bytes, self.model.max_batch)
-            logits = self.model.infer(codes.astype(np.float32) * np.float32(self.spec.scale))
+            logits = self.model.infer(self._codes(payload))
         except AeforgeError as exc:
             return error_frame("BAD_CODE", request_id, str(exc))
         except Exception:
             LOG.exception("fast path inference failed")
             return error_frame("INTERNAL", request_id, "the tail model failed on this request (see the server log)")
         return pack_frame(RESULT, request_id, result_payload(logits))
+
+    def infer_tasks(self, request_id: int, payload: bytes) -> bytes:
+        """RESULT_TASKS or ERROR frame of one INFER_TASKS payload (task list checked before the blob is decoded)."""
+        try:
+            names, blob = parse_task_request(payload, self.task_names)
+        except DataError as exc:
+            return error_frame("BAD_REQUEST", request_id, str(exc))
+        try:
+            values = self._codes(blob)
+            results = self.model.infer_tasks(values, names)
+        except AeforgeError as exc:
+            return error_frame("BAD_CODE", request_id, str(exc))
+        except Exception:
+            LOG.exception("fast path multi-task inference failed")
+            return error_frame("INTERNAL", request_id, "the task tails failed on this request (see the server log)")
+        try:
+            body = pack_task_outputs(results, self._kinds, int(values.shape[0]))
+        except Exception:
+            LOG.exception("fast path multi-task reply could not be encoded")
+            return error_frame("INTERNAL", request_id, "the task outputs could not be encoded (see the server log)")
+        return pack_frame(RESULT_TASKS, request_id, body)

@@ -1,15 +1,15 @@
 """The fast path over ZeroMQ: a ROUTER server and a DEALER client, optionally with CurveZMQ.
 
-Each request is a two-part message [HELLO frame, INFER frame] (frames of :mod:`.protocol`; the HELLO
-carries the fingerprint and token, there is no connection state); each reply is one frame, echoing the
-request id. One thread owns the socket: it drains every waiting message, checks framing, token and
+Each request is a two-part message [HELLO frame, INFER or INFER_TASKS frame] (frames of :mod:`.protocol`;
+the HELLO carries the fingerprint and token, there is no connection state); each reply is one frame, echoing
+the request id. One thread owns the socket: it drains every waiting message, checks framing, token and
 fingerprint and the declared blob size, and only then queues the work; it then runs one queued request.
 
 Bounds that hold:
 
 * work queued by aeforge, across all peers together: at most ``max_queue`` requests and
   ``max_queue_bytes`` bytes; a request beyond either gets ERROR BUSY at once;
-* one message: at most ``HELLO + max_frame_bytes`` (``ZMQ_MAXMSGSIZE``; a larger one makes libzmq drop
+* one message: at most ``HELLO + max_frame_bytes`` plus a task list (``ZMQ_MAXMSGSIZE``; a larger one makes libzmq drop
   the peer's connection, the client sees a timeout);
 * inside libzmq, per connected peer, at most ``RCVHWM`` (4) messages are buffered before the server
   reads them; the server reads them at the rate of the cheap checks above, so this stays small but
@@ -25,18 +25,21 @@ import collections
 import itertools
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from aeforge.edge.split.codec import load_split_artifact
+from aeforge.edge.split.multitask_serve import MultiTaskTailModel, fast_path_model
 from aeforge.edge.split.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
     HEADER_BYTES,
     HELLO,
     INFER,
+    INFER_TASKS,
     MAX_HELLO_BYTES,
     Close,
     RequestHandler,
@@ -47,6 +50,7 @@ from aeforge.edge.split.protocol import (
     hello_payload,
     pack_frame,
     parse_reply,
+    parse_task_reply,
 )
 from aeforge.edge.split.security import (
     CurveClientKeys,
@@ -57,9 +61,11 @@ from aeforge.edge.split.security import (
     host_port,
 )
 from aeforge.edge.split.serve import DEFAULT_MAX_BATCH, TailModel, _positive
-from aeforge.errors import AeforgeError, ConfigError, ToolUnavailableError
+from aeforge.edge.split.task_wire import MAX_TASK_LIST_BYTES, pack_task_request
+from aeforge.errors import AeforgeError, ConfigError, DataError, ToolUnavailableError
 
 RCVHWM = 4
+_Answer = TypeVar("_Answer")
 
 
 def _zmq() -> Any:
@@ -84,9 +90,9 @@ class ZmqFastPathServer:
     def __init__(
         self, artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_batch: int = DEFAULT_MAX_BATCH, backend: str = "ort",
-        ort_threads: int | None = 1, model: TailModel | None = None, curve: CurveServerKeys | None = None,
-        insecure: bool = False, max_queue: int = 64, max_queue_bytes: int = 4 * 1024 * 1024,
-        handshake_timeout_s: float = 5.0,
+        ort_threads: int | None = 1, model: TailModel | MultiTaskTailModel | None = None,
+        curve: CurveServerKeys | None = None, insecure: bool = False, max_queue: int = 64,
+        max_queue_bytes: int = 4 * 1024 * 1024, handshake_timeout_s: float = 5.0,
     ) -> None:
         check_bind(host, port, token, secure=curve is not None, insecure=insecure)
         self._zmq = _zmq()
@@ -100,8 +106,8 @@ class ZmqFastPathServer:
         self.handshake_timeout_s = float(handshake_timeout_s)
         self._curve = curve
         self._curve_keys = curve.keys() if curve is not None else None
-        self.model = model if model is not None else TailModel(load_split_artifact(artifact_dir), backend,
-                                                               ort_threads, max_batch)
+        self.model = model if model is not None else fast_path_model(load_split_artifact(artifact_dir), backend,
+                                                                     ort_threads, max_batch)
         self._handler = RequestHandler(self.model, self.max_frame_bytes, token)
         self._requested_port = port
         self.port = 0
@@ -109,7 +115,7 @@ class ZmqFastPathServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._queue: collections.deque[tuple[bytes, int, bytes]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int, int, bytes]] = collections.deque()
         self._queued_bytes = 0
         self.stats = {"requests": 0, "errors": 0, "busy": 0, "unauthenticated": 0, "peak_queue_bytes": 0}
 
@@ -154,7 +160,8 @@ class ZmqFastPathServer:
     def _socket(self, context: Any) -> Any:
         zmq = self._zmq
         sock = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._handler.max_payload_bytes + MAX_HELLO_BYTES + 2 * HEADER_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._handler.max_payload_bytes + MAX_TASK_LIST_BYTES + MAX_HELLO_BYTES
+                        + 2 * HEADER_BYTES)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         sock.setsockopt(zmq.SNDHWM, 64)
@@ -210,9 +217,9 @@ class ZmqFastPathServer:
                 continue
             self._drain(sock)
             if self._queue:
-                identity, request_id, payload = self._queue.popleft()
+                identity, frame_type, request_id, payload = self._queue.popleft()
                 self._queued_bytes -= len(payload)
-                reply = self._handler.infer(request_id, payload)
+                reply = self._handler.handle(frame_type, request_id, payload)
                 self.stats["requests"] += 1
                 self.stats["errors"] += reply[5] == 0xFF
                 sock.send_multipart([identity, reply])
@@ -229,7 +236,7 @@ class ZmqFastPathServer:
                 continue
             identity, body = parts[0], parts[1:]
             try:
-                request_id, payload = self._check(body)
+                frame_type, request_id, payload = self._check(body)
             except Close as close:
                 self.stats["errors"] += 1
                 self.stats["unauthenticated"] += close.status == "UNAUTHENTICATED"
@@ -242,12 +249,13 @@ class ZmqFastPathServer:
                     "BUSY", request_id, f"queue full ({len(self._queue)} requests, {self._queued_bytes} bytes; "
                                         f"max_queue={self.max_queue}, max_queue_bytes={self.max_queue_bytes})")])
                 continue
-            self._queue.append((identity, request_id, payload))
+            self._queue.append((identity, frame_type, request_id, payload))
             self._queued_bytes += len(payload)
             self.stats["peak_queue_bytes"] = max(self.stats["peak_queue_bytes"], self._queued_bytes)
 
-    def _check(self, body: list[bytes]) -> tuple[int, bytes]:
-        """(request id, INFER payload) of a message whose framing, token and fingerprint pass; Close otherwise."""
+    def _check(self, body: list[bytes]) -> tuple[int, int, bytes]:
+        """(type, request id, payload) of an INFER or INFER_TASKS message whose framing, token and fingerprint
+        pass; Close otherwise."""
         request_id = 0
         try:
             if len(body) != 2:
@@ -262,13 +270,13 @@ class ZmqFastPathServer:
                                              f"{len(part) - HEADER_BYTES}")
                 frames.append((frame_type, part[HEADER_BYTES:]))
             (hello_type, hello), (infer_type, payload) = frames
-            if hello_type != HELLO or infer_type != INFER:
-                raise Close("BAD_TYPE", "message: expected [HELLO frame, INFER frame]")
+            if hello_type != HELLO or infer_type not in (INFER, INFER_TASKS):
+                raise Close("BAD_TYPE", "message: expected [HELLO frame, INFER or INFER_TASKS frame]")
             self._handler.check_hello(hello)  # token (constant time), then fingerprint: before queueing
         except Close as close:
             close.request_id = request_id
             raise
-        return request_id, payload
+        return infer_type, request_id, payload
 
 
 # ------------------------------------------------------------------------------------ client
@@ -319,9 +327,21 @@ class ZmqFastPathClient:
 
     def infer(self, code_blob: bytes) -> np.ndarray:
         """Logits float32 ``(N, classes)`` of one codec blob; TransportError with the server's reason."""
+        return self._request(INFER, code_blob, parse_reply)
+
+    def infer_tasks(self, code_blob: bytes, tasks: Sequence[str]) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+        """(N, ``{task: {output: array}}`` as on the wire, :mod:`.task_wire`) of one codec blob and the named
+        tasks of a multi-task export; TransportError with the server's reason (unknown tasks by name)."""
+        try:
+            payload = pack_task_request(tasks, code_blob)
+        except DataError as exc:
+            raise TransportError("BAD_REQUEST", str(exc)) from None
+        return self._request(INFER_TASKS, payload, parse_task_reply)
+
+    def _request(self, frame_type: int, payload: bytes, parse: Callable[[bytes, bytes, int], _Answer]) -> _Answer:
         zmq = self._zmq
         request_id = next(self._ids)
-        self._sock.send_multipart([self._hello, pack_frame(INFER, request_id, code_blob)])
+        self._sock.send_multipart([self._hello, pack_frame(frame_type, request_id, payload)])
         deadline = time.monotonic() + self.timeout_s
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
@@ -344,7 +364,7 @@ class ZmqFastPathClient:
             if HEADER.unpack_from(reply)[4] not in (request_id, 0):
                 continue  # a late reply to an earlier request
             try:
-                return parse_reply(reply[:HEADER_BYTES], reply[HEADER_BYTES:], request_id)
+                return parse(reply[:HEADER_BYTES], reply[HEADER_BYTES:], request_id)
             except TransportError as exc:
                 if exc.status == "BAD_REPLY":
                     self.reset()
