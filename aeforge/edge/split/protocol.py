@@ -54,6 +54,7 @@ HEADER = struct.Struct("<4sBBHQI")
 HEADER_BYTES = HEADER.size
 HELLO, INFER, INFER_TASKS = 1, 2, 3
 HELLO_OK, RESULT, RESULT_TASKS, ERROR = 0x81, 0x82, 0x83, 0xFF
+REPLY_NAMES = {HELLO_OK: "HELLO_OK", RESULT: "RESULT", RESULT_TASKS: "RESULT_TASKS", ERROR: "ERROR"}
 ERRORS = {
     1: "BAD_MAGIC", 2: "BAD_VERSION", 3: "TOO_LARGE", 4: "BAD_TYPE", 5: "UNAUTHENTICATED", 6: "BAD_CODE",
     7: "BAD_REQUEST", 8: "INTERNAL", 9: "BUSY", 10: "TIMEOUT", 11: "MODEL_MISMATCH", 12: "TRUNCATED",
@@ -137,8 +138,8 @@ def _reply_payload(header: bytes, payload: bytes, request_id: int, expected_type
     if frame_type == ERROR:
         raise TransportError(ERRORS.get(status, f"ERROR_{status}"), payload.decode(errors="replace"))
     if frame_type != expected_type or reply_id != request_id:
-        raise TransportError("BAD_REPLY", f"expected type {expected_type:#x} for request {request_id}, got type "
-                                          f"{frame_type:#x} id {reply_id}")
+        raise TransportError("BAD_REPLY", f"expected {REPLY_NAMES[expected_type]} for request {request_id}, got "
+                                          f"{REPLY_NAMES.get(frame_type, f'type {frame_type:#x}')} id {reply_id}")
     return payload
 
 
@@ -160,13 +161,6 @@ def parse_task_reply(header: bytes, payload: bytes, request_id: int) -> tuple[in
         return unpack_task_outputs(payload)
     except DataError as exc:
         raise TransportError("BAD_REPLY", str(exc)) from None
-
-
-def parse_any_reply(header: bytes, payload: bytes, request_id: int) -> object:
-    """The answer of a RESULT or RESULT_TASKS reply (by its type; see :func:`parse_reply`, :func:`parse_task_reply`)."""
-    if header[5] == RESULT_TASKS:
-        return parse_task_reply(header, payload, request_id)
-    return parse_reply(header, payload, request_id)
 
 
 def check_request_header(header: bytes | memoryview, max_frame_bytes: int) -> tuple[int, int, int]:
