@@ -37,10 +37,14 @@ SPLIT_POINTS: dict[str, tuple[str, ...]] = {
 """Valid ``split_after`` stages of each backbone, in order (the torchvision child names; ``stem`` is the
 stem convolution, its normalization, activation and pooling)."""
 
-DATA_SOURCES = ("digits", "fake", "imagefolder", "shapes")
+DATA_SOURCES = ("digits", "fake", "imagefolder", "shapes", "coco", "voc")
+DENSE_SOURCES = ("shapes", "coco", "voc")  # sources with boxes and masks (detection and segmentation tasks)
+DEFAULT_TRAIN_SPLITS = {"coco": "train2017", "voc": "train"}
+VOC_IMAGE_SETS = ("segmentation", "main")
 TASK_KINDS: dict[str, str] = {"classification": "cls", "detection": "det", "segmentation": "seg"}
 """Task kinds of a multi-task split model (``model.tasks``) and their default task names."""
-TASK_HEADS: dict[str, tuple[str, ...]] = {"classification": ("backbone",), "detection": ("fcos",),
+TASK_HEADS: dict[str, tuple[str, ...]] = {"classification": ("backbone",),
+                                          "detection": ("fcos", "retinanet", "fasterrcnn"),
                                           "segmentation": ("fcn", "deeplabv3")}
 """The tail architectures of each task kind (the first is the default)."""
 MULTITASK_BACKBONES = ("resnet18", "resnet50")
@@ -73,7 +77,7 @@ class TaskConfig:
     kind: str = "classification"  # classification | detection | segmentation
     name: str | None = None  # wire and file name (tail_NAME.onnx); default cls | det | seg
     loss_weight: float = 1.0  # weight of this task's loss in head distillation and joint fine-tuning
-    head: str | None = None  # classification: backbone; detection: fcos; segmentation: fcn | deeplabv3
+    head: str | None = None  # cls: backbone; detection: fcos | retinanet | fasterrcnn; segmentation: fcn | deeplabv3
     detections: int = 20  # detection: boxes kept per image after NMS
     score_threshold: float = 0.05  # detection: boxes below this score are dropped
     nms_iou: float = 0.5  # detection: IoU of per-class non-maximum suppression
@@ -256,6 +260,10 @@ class SplitDataConfig:
     workers: int = 0  # DataLoader worker processes (imagefolder)
     shapes_count: int = 400  # shapes: number of synthetic images (a few coloured squares, circles, triangles)
     shapes_per_image: int = 3  # shapes: at most this many shapes per image (at least 1)
+    root: str | None = None  # coco: ROOT/annotations/instances_SPLIT.json + ROOT/SPLIT/; voc: the VOC2012 folder
+    train_split: str | None = None  # coco, voc: training split (default train2017 | train)
+    val_split: str | None = None  # coco, voc: evaluation split (e.g. val2017 | val); None: hold out test_fraction
+    voc_image_set: str = "segmentation"  # voc: ImageSets/Segmentation (boxes and masks) | main (boxes only)
     eval_batch_size: int = 256  # evaluation batches; code bytes are always measured one image a blob
 
     def __post_init__(self) -> None:
@@ -302,6 +310,22 @@ class SplitDataConfig:
             raise ConfigError(f"data.shapes_per_image: must be in 1..8, got {self.shapes_per_image}")
         if self.source == "shapes" and self.image_size < 32:
             raise ConfigError(f"data.image_size: shapes images must be >= 32 pixels, got {self.image_size}")
+        if self.source in DEFAULT_TRAIN_SPLITS:
+            if not self.root:
+                raise ConfigError(f"data.root: required for data.source {self.source} (the data set's folder)")
+            if self.train_split is None:
+                object.__setattr__(self, "train_split", DEFAULT_TRAIN_SPLITS[self.source])
+            for name in ("train_split", "val_split"):
+                value = getattr(self, name)
+                if value is not None and (not isinstance(value, str) or not re.match(r"^[\w.-]+$", value)):
+                    raise ConfigError(f"data.{name}: expected a split name (letters, digits, _ . -), got {value!r}")
+        else:
+            for name in ("root", "train_split", "val_split"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"data.{name}: only for data.source coco or voc (source is {self.source!r})")
+        if self.voc_image_set not in VOC_IMAGE_SETS:
+            raise ConfigError(f"data.voc_image_set: expected one of {', '.join(VOC_IMAGE_SETS)}, "
+                              f"got {self.voc_image_set!r}")
 
 
 @dataclass(frozen=True)
@@ -359,9 +383,9 @@ class SplitExperimentConfig:
             object.__setattr__(self, "tasks", None)
         if self.model.tasks is not None:
             dense = [task.name for task in self.model.tasks if task.kind != "classification"]
-            if dense and self.data.source != "shapes":
+            if dense and self.data.source not in DENSE_SOURCES:
                 raise ConfigError(f"data.source: tasks {', '.join(dense)} need boxes and masks: use data.source "
-                                  f"shapes, got {self.data.source!r}")
+                                  f"{' | '.join(DENSE_SOURCES)}, got {self.data.source!r}")
         if self.model.weights is None and self.train.teacher_epochs == 0:
             raise ConfigError("train.teacher_epochs: must be >= 1 when model.weights is not given "
                               "(the teacher must be trained first)")
@@ -416,6 +440,8 @@ def check_config_paths(config: SplitExperimentConfig, source: str = "<config>",
         value = getattr(config.data, name)
         if value is not None and not Path(value).expanduser().is_dir():
             fail(f"data.{name}", f"not a directory: {value} (from {Path.cwd()})")
+    if config.data.root is not None and not Path(config.data.root).expanduser().is_dir():
+        fail("data.root", f"not a directory: {config.data.root} (from {Path.cwd()})")
 
 
 def parse_split_config(

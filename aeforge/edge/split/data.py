@@ -190,6 +190,10 @@ def load_split_data(config: SplitDataConfig) -> SplitData:
         from aeforge.edge.split.shapes_data import shapes_data
 
         return shapes_data(config)
+    if config.source in ("coco", "voc"):  # local COCO / VOC trees: class labels, boxes and masks
+        from aeforge.edge.split.detection_data import detection_data
+
+        return detection_data(config)
     if config.source == "digits":
         x, y = digits_images(config.image_size)
         num_classes = 10

@@ -2,8 +2,10 @@
 
 * ``head.onnx``: the shared head, exported exactly as a single-task head (QDQ, integer codes times the scale);
 * ``tail_<task>.onnx`` (float32, input ``code`` ``(batch, C, H', W')``, dynamic batch):
-  classification ``logits`` ``(N, K)``; detection the top-100 candidates ``boxes`` ``(N, 100, 4)`` (pixels),
-  ``scores`` ``(N, 100)``, ``labels`` ``(N, 100)`` int64 (NMS follows on the server, with split.json's
+  classification ``logits`` ``(N, K)``; detection (any ``head``: ``fcos``, ``retinanet``, ``fasterrcnn``, see
+  :mod:`~.detectors`; the whole tail, Faster R-CNN's RPN and RoI head included, is one graph) the top-k
+  candidates (k = 100, fewer when the tail has fewer anchor-class pairs) ``boxes`` ``(N, k, 4)`` (pixels),
+  ``scores`` ``(N, k)``, ``labels`` ``(N, k)`` int64 (NMS follows on the server, with split.json's
   ``postprocess`` settings); segmentation ``mask_logits`` ``(N, K, H, W)`` (the server returns the argmax);
 * ``split.json``: the single-task fields (code, input, ``tail_input_name`` ...; ``tail_file`` and
   ``tail_sha256`` name the classification tail when there is one, so single-task clients, the fast paths
@@ -27,7 +29,7 @@ import torch
 
 from aeforge.artifact import write_json_atomic
 from aeforge.edge.split.export import _publish, _session, check_inputs, head_meta, sha256, staging_dir
-from aeforge.edge.split.tasks import DET_CANDIDATES, OUTPUT_NAMES, ExportedTail
+from aeforge.edge.split.tasks import OUTPUT_NAMES, ExportedTail
 from aeforge.errors import ArtifactError
 
 TAIL_TOLERANCE = 1e-4
@@ -97,11 +99,11 @@ def verify_multitask(root: Path, model: Any, images: np.ndarray) -> dict[str, An
     return result
 
 
-def _outputs_meta(task: Any, classes: int, code_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> dict:
+def _outputs_meta(task: Any, classes: int, tail: torch.nn.Module, image_shape: tuple[int, ...]) -> dict:
     if task.kind == "classification":
         return {"logits": {"dtype": "float32", "shape": [-1, classes]}}
     if task.kind == "detection":
-        k = DET_CANDIDATES
+        k = int(tail.back.candidates)
         return {"boxes": {"dtype": "float32", "shape": [-1, k, 4]}, "scores": {"dtype": "float32", "shape": [-1, k]},
                 "labels": {"dtype": "int64", "shape": [-1, k]}}
     return {"mask_logits": {"dtype": "float32", "shape": [-1, classes, *image_shape[1:]]}}
@@ -126,8 +128,9 @@ def export_multitask(run_dir: str | Path, out_dir: str | Path | None = None, ops
             classes = _task_outputs(task, model)
             entry = {"name": task.name, "kind": task.kind, "file": path.name, "sha256": sha256(path),
                      "input_name": TAIL_INPUT, "num_classes": classes, "loss_weight": task.loss_weight,
-                     "outputs": _outputs_meta(task, classes, model.code_shape, spec.input_shape)}
+                     "outputs": _outputs_meta(task, classes, model.tails[task.name], spec.input_shape)}
             if task.kind == "detection":
+                entry["detector"] = task.head
                 entry["postprocess"] = {"score_threshold": task.score_threshold, "nms_iou": task.nms_iou,
                                         "detections": task.detections}
             tasks.append(entry)

@@ -17,6 +17,9 @@ import numpy as np
 
 from aeforge.errors import ArtifactError
 
+IGNORE_LABEL = 255
+"""Mask pixels of this value (VOC's object borders, COCO crowd regions) carry no loss and no metric."""
+
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one ``(4,)`` box with ``(k, 4)`` boxes (x1, y1, x2, y2)."""
@@ -120,8 +123,10 @@ def box_map50(predictions: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(K, K)`` pixel confusion matrix (rows: truth, columns: prediction)."""
-    index = truth.astype(np.int64).ravel() * num_classes + pred.astype(np.int64).ravel()
+    """``(K, K)`` pixel confusion matrix (rows: truth, columns: prediction); truth ``IGNORE_LABEL`` is left out."""
+    truth, pred = truth.astype(np.int64).ravel(), pred.astype(np.int64).ravel()
+    keep = truth != IGNORE_LABEL
+    index = truth[keep] * num_classes + pred[keep]
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
