@@ -10,7 +10,8 @@ a. **head distillation**: the shared head is the first task's teacher front conv
    teacher_t.front(x))`` (every task's teacher distils into the one code); the encoder's types are
    re-calibrated after every epoch;
 b. **joint fine-tuning**: everything trains on ``sum_t loss_weight_t * L_t``: classification ``(1 - alpha) CE +
-   alpha T^2 KL`` to its teacher, detection the FCOS loss, segmentation per-pixel cross-entropy.
+   alpha T^2 KL`` to its teacher, detection its detector's loss (FCOS, RetinaNet or Faster R-CNN),
+   segmentation per-pixel cross-entropy (mask pixels 255 ignored).
 
 The run (card kind ``split``, ``extra.tasks``) holds ``teachers.pt`` (every teacher's state),
 ``student.pt`` (spec, tasks and state), ``history.json`` and ``metrics.json``: per task the metric of the

@@ -129,7 +129,7 @@ def student_back(teacher: TaskNet) -> nn.Module:
 
 
 def task_loss(task: TaskConfig, back: nn.Module, outputs: Any, targets: dict[str, Any]) -> torch.Tensor:
-    """The supervised loss of one task: cross-entropy, the FCOS loss, or per-pixel cross-entropy."""
+    """The supervised loss of one task: cross-entropy, the detector's loss, or per-pixel cross-entropy."""
     if task.kind == "classification":
         return F.cross_entropy(outputs, targets["labels"])
     if task.kind == "detection":
