@@ -277,7 +277,7 @@ class FasterRCNNBack(PyramidBack):
         shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]  # 0 is background here
         proposals, _, roi_labels, roi_targets = self._roi.select_training_samples(
             list(self._proposals(outputs)), shifted)
-        rois = torch.cat([torch.cat([torch.full((len(p), 1), float(i), dtype=p.dtype), p], dim=1)
+        rois = torch.cat([torch.cat([torch.full((len(p), 1), float(i), dtype=p.dtype, device=p.device), p], dim=1)
                           for i, p in enumerate(proposals)])
         class_logits, box_regression = self._box_outputs(outputs["roi_features"], rois)
         roi_class, roi_box = fastrcnn_loss(class_logits, box_regression, roi_labels, roi_targets)
@@ -287,7 +287,8 @@ class FasterRCNNBack(PyramidBack):
         """Top-``candidates`` (proposal, class) boxes ``(N, k, 4)``, scores ``(N, k)`` and labels ``(N, k)``."""
         proposals = self._proposals(outputs)  # (N, P, 4)
         count, per_image = proposals.shape[0], proposals.shape[1]
-        batch_index = torch.arange(count, dtype=proposals.dtype).reshape(-1, 1, 1).expand(-1, per_image, 1)
+        batch_index = torch.arange(count, dtype=proposals.dtype, device=proposals.device)
+        batch_index = batch_index.reshape(-1, 1, 1).expand(-1, per_image, 1)
         rois = torch.cat([batch_index, proposals], dim=2).reshape(-1, 5)
         class_logits, box_regression = self._box_outputs(outputs["roi_features"], rois)
         scores = F.softmax(class_logits, dim=-1)[:, 1:].reshape(count, per_image, self.num_classes)
