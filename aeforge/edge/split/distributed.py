@@ -24,6 +24,12 @@ one process or on W processes (any nodes) trains the same weights up to float ro
 * Per-epoch accuracies are computed on a shard of the test set per rank and summed; epoch losses are
   summed over ranks. Final metrics are computed by rank 0 alone.
 
+"Up to float rounding" has one catch: the fixed-point head is a step function of its float weights, so a
+rounding difference (another world size, or another thread count per process) that carries a weight
+across a rounding tie moves its code by one step, and from there the runs part by more than rounding.
+Equal threads per process (torchrun sets ``OMP_NUM_THREADS=1``; ``train.threads``) make that rare, not
+impossible.
+
 Rank 0 alone writes (the run directory and the resume checkpoints); the others never touch the disk.
 A checkpoint (``RUN.resume/latest.pt``) is written after every epoch of every stage, with the models,
 optimizer and schedule states and the history; rank 0 reads it and broadcasts it, so nodes need no
