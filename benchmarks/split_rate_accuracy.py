@@ -1,6 +1,7 @@
 """Rate-accuracy of split computing the way the field reports it, and end-to-end latency.
 
     python benchmarks/split_rate_accuracy.py [--channels 1 2 4] [--bits 2 4 8] [--betas ...] [--out benchmarks/results]
+    python benchmarks/split_rate_accuracy.py --methods entropic_student   # rerun one curve, keep the others
 
 Data: scikit-learn's handwritten digits (1797 images, 10 classes; the only learnable image set available
 offline here), 8x8 upsampled bilinearly to 32x32, written as 8-bit grey PNGs into an ImageFolder tree
@@ -24,7 +25,9 @@ range coder; local-only = the unsplit teacher; transfer = bytes * 8 / bandwidth 
 Targets: (BottleFit) >= 75 % fewer bytes than the float32 features at <= 1 point accuracy loss; (issue 13)
 at <= 1 point below the teacher the Entropic Student needs >= 30 % fewer bytes per sample than the best
 quantized code, and both beat WebP of the input at equal accuracy.
-Writes split_rate_accuracy.json and split_rate_accuracy.png.
+Writes split_rate_accuracy.json and split_rate_accuracy.png. ``--methods`` reruns only the named learned
+curves (the teacher, which is deterministic, is retrained and must reproduce the recorded accuracy exactly) and
+keeps the other curve's rows from the existing JSON, recording which came from which run (``provenance``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +60,7 @@ from aeforge.edge.split.train import accuracy, train_split_experiment
 REPO = Path(__file__).resolve().parents[1]
 BANDWIDTHS_MBIT_S = (1.0, 10.0, 100.0)
 QUALITIES = (5, 10, 25, 50, 75, 90)
+METHODS = ("quantized", "entropic_student")
 CONFIG = """
 name: split_rate_accuracy
 model: {family: split, backbone: resnet18, split_after: layer1, channels: 2, bits: 2}
@@ -223,12 +229,45 @@ def issue13_target(entries: list[dict[str, Any]], teacher_acc: float) -> dict[st
     return result
 
 
+def git_commit() -> str:
+    """The repository's HEAD commit (``+dirty`` with uncommitted changes), or ``unknown``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "aeforge", "benchmarks/split_rate_accuracy.py"],
+                               cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def previous_rows(path: Path, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The recorded report whose ``methods`` rows a partial rerun keeps ({} when none are kept).
+
+    Exits naming the problem when the file is missing or was measured with other epochs.
+    """
+    if not methods:
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"--methods {' '.join(args.methods)} keeps the {', '.join(methods)} rows of {path}, which is not "
+                 f"readable ({error}); run without --methods first")
+    epochs = {"teacher": args.teacher_epochs, "head_distillation": args.head_epochs,
+              "finetune": args.finetune_epochs}
+    if report.get("epochs") != epochs:
+        sys.exit(f"{path}: epochs {report.get('epochs')} differ from this run's {epochs}; rerun every method")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
     parser.add_argument("--entropic-channels", type=int, default=2)
+    parser.add_argument("--entropic-bits", type=int, default=8, help="symbol range of the entropic code (bits)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="learned curves to (re)train; the others are kept from the existing JSON in --out")
     parser.add_argument("--teacher-epochs", type=int, default=15)
     parser.add_argument("--head-epochs", type=int, default=6)
     parser.add_argument("--finetune-epochs", type=int, default=6)
@@ -238,6 +277,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
+    kept = previous_rows(args.out / "split_rate_accuracy.json", [m for m in METHODS if m not in args.methods], args)
 
     workdir = Path(tempfile.mkdtemp(prefix="split-bench-"))
     train_dir, val_dir = digits_imagefolder(workdir / "digits")
@@ -248,18 +288,23 @@ def main() -> None:
     data = in_memory(load_split_data(base.data))
     shape = data.image_shape
 
-    # stage 0 once: the teacher (trained inside the first experiment, then reused)
-    first = train_split_experiment(base, data=data)
+    # stage 0 once: the teacher (trained inside the first experiment, then reused; alone without quantized)
+    quantized = "quantized" in args.methods
+    teacher_only = dataclasses.replace(base, train=dataclasses.replace(base.train, head_epochs=0, finetune_epochs=0))
+    first = train_split_experiment(base if quantized else teacher_only, data=data)
     teacher = first.teacher
     teacher_acc = accuracy(teacher, data.x_test, data.y_test)
     print(f"teacher accuracy {teacher_acc:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    if kept and kept["teacher_accuracy"] != teacher_acc:
+        raise SystemExit(f"the teacher reached {teacher_acc!r}, the kept rows of {args.out} were measured with a "
+                         f"teacher of {kept['teacher_accuracy']!r}: rerun every method (--methods {' '.join(METHODS)})")
 
     teacher_onnx = export_edge_onnx(teacher, shape, workdir / "teacher.onnx", fmt="fp32", opset=18).path
     local_ms = latency_ms(teacher_onnx, shape, args.latency_runs)
     feature_bytes = first.metrics["feature_float32_bytes_per_sample"]
 
-    rows: list[dict[str, Any]] = []
-    for channels in args.channels:
+    rows: list[dict[str, Any]] = [] if quantized else kept["split"]
+    for channels in args.channels if quantized else ():
         for bits in args.bits:
             if (channels, bits) == (base.model.channels, base.model.bits):
                 result = first
@@ -291,10 +336,11 @@ def main() -> None:
                   f"({row['accuracy_drop_points']:+.2f} pt), "
                   f"{wire:.0f} B/sample ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    entropic_rows: list[dict[str, Any]] = []
-    for beta in args.betas:
-        model = dataclasses.replace(base.model, bottleneck="entropic", channels=args.entropic_channels, bits=8,
-                                    beta=beta, code_signed=True)
+    entropic = "entropic_student" in args.methods
+    entropic_rows: list[dict[str, Any]] = [] if entropic else kept["entropic_student"]
+    for beta in args.betas if entropic else ():
+        model = dataclasses.replace(base.model, bottleneck="entropic", channels=args.entropic_channels,
+                                    bits=args.entropic_bits, beta=beta, code_signed=True)
         result = train_split_experiment(dataclasses.replace(base, model=model), teacher=copy.deepcopy(teacher),
                                         data=data)
         student, metrics = result.student, result.metrics
@@ -304,7 +350,7 @@ def main() -> None:
                                 opset=18).path
         timing = entropic_head_timing(head, student, data.x_test, args.latency_runs)
         row = {
-            "beta": beta, "channels": args.entropic_channels, "symbol_bits": 8,
+            "beta": beta, "channels": args.entropic_channels, "symbol_bits": args.entropic_bits,
             "accuracy": metrics["student_accuracy"],
             "accuracy_drop_points": 100.0 * (teacher_acc - metrics["student_accuracy"]),
             "bytes_per_sample": metrics["coded_bytes_per_sample"],
@@ -379,6 +425,13 @@ def main() -> None:
                  "ort_threads": 1, "cpu_count": os.cpu_count()},
         "tools": tool_versions(),
         "runtime_s": time.perf_counter() - started,
+        "provenance": {
+            **{method: {"run": "this run", "git_commit": git_commit(), "runtime_s": time.perf_counter() - started}
+               for method in args.methods},
+            **{method: {"run": "kept from the previous JSON (same teacher accuracy checked)",
+                        **kept.get("provenance", {}).get(method, {"git_commit": "unrecorded"})}
+               for method in METHODS if method not in args.methods},
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "split_rate_accuracy.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -270,7 +270,8 @@ def train_split_experiment(
 
         history["head_distillation"] = _run_epochs(
             "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show,
-            trainable, train.head_learning_rate, train.weight_decay, head_step, head_epoch_end,
+            student.optimizer_groups(trainable, train.head_learning_rate) if entropic else trainable,
+            train.head_learning_rate, train.weight_decay, head_step, head_epoch_end,
             StageRun("head_distillation", ctx, checkpointer, saved, history),
         )
     checkpoints: dict[str, dict[str, Any]] = {}
@@ -295,7 +296,8 @@ def train_split_experiment(
 
         history["finetune"] = _run_epochs(
             "stage b: fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
-            list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
+            student.optimizer_groups(student.parameters(), train.finetune_learning_rate) if entropic
+            else list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
             lambda _: {"test_accuracy": evaluate(student)},
             StageRun("finetune", ctx, checkpointer, saved, history, checkpoints),
         )
