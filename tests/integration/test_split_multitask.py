@@ -468,3 +468,43 @@ def test_zmq_task_frames_hostile(sparse_export: Path, images: np.ndarray) -> Non
         for task in reference:
             for key, value in reference[task].items():
                 np.testing.assert_array_equal(again[task][key], value)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "zmq"])
+def test_secured_fast_paths_answer_every_task(sparse_export: Path, images: np.ndarray, grpc_answers: dict,
+                                              transport: str, tmp_path: Path) -> None:
+    """TLS with client certificates (tcp) and CURVE with a client allow-list (zmq), plus a token."""
+    from aeforge.edge.split.client import SplitClient
+    from aeforge.edge.split.protocol import TransportError
+    from aeforge.edge.split.security import ClientTLS, CurveClientKeys, CurveServerKeys, ServerTLS
+
+    if transport == "tcp":
+        pytest.importorskip("cryptography")
+        from tests.integration.test_split_secure import make_pki
+
+        pki = make_pki(tmp_path / "pki")
+        server_security = {"tls": ServerTLS(pki["server_cert"], pki["server_key"], client_ca_file=pki["ca"])}
+        client_security = {"tls": ClientTLS(pki["ca"], pki["client_cert"], pki["client_key"])}
+        refused = {"tls": ClientTLS(pki["other_ca"], pki["client_cert"], pki["client_key"])}
+    else:
+        pytest.importorskip("zmq")
+        from aeforge.edge.split.security import write_curve_keypair
+
+        server_public, server_secret = write_curve_keypair(tmp_path / "server", "server")
+        _, client_secret = write_curve_keypair(tmp_path / "clients", "device")
+        _, stranger_secret = write_curve_keypair(tmp_path / "strangers", "stranger")
+        server_security = {"curve": CurveServerKeys(str(server_secret), clients_dir=str(tmp_path / "clients"))}
+        client_security = {"curve": CurveClientKeys(str(server_public), str(client_secret))}
+        refused = {"curve": CurveClientKeys(str(server_public), str(stranger_secret))}
+    with _fast_server(transport, sparse_export, port=0, token=TOKEN, **server_security) as server:
+        with SplitClient(sparse_export, transport=transport, port=server.port, token=TOKEN,
+                         **client_security) as client:
+            _assert_same(client.infer_tasks(images).outputs, grpc_answers["every"])
+        with SplitClient(sparse_export, transport=transport, port=server.port, token=TOKEN, timeout_s=1.0,
+                         **refused) as stranger, pytest.raises(TransportError) as info:
+            stranger.infer_tasks(images, ["seg"])
+        assert info.value.status in ("TLS", "TIMEOUT")  # a wrong CA (tcp); a client not on the list (zmq)
+        with SplitClient(sparse_export, transport=transport, port=server.port, token="wrong-token-0123456789",
+                         **client_security) as wrong, pytest.raises(TransportError) as info:
+            wrong.infer_tasks(images, ["seg"])
+        assert info.value.status == "UNAUTHENTICATED"

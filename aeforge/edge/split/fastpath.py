@@ -1,16 +1,18 @@
 """The split tail behind the framed TCP fast path (:mod:`.protocol`), optionally over TLS.
 
 A connection starts with HELLO (fingerprint and token, compared in constant time) and then carries any
-number of INFER frames, each answered in order. Errors in a well-framed request (bad blob, wrong shape,
-batch too large) get an ERROR reply and the connection stays usable; framing errors (magic, version,
-type, oversized length), a bad token, a fingerprint mismatch, a frame cut short, a slow frame
-(``frame_timeout_s``) or an idle connection (``idle_timeout_s``) get an ERROR reply when possible and
-the connection is closed.
+number of INFER frames (logits back) or, for a multi-task export, INFER_TASKS frames (the outputs of the
+tasks named, :mod:`.task_wire`), each answered in order. Errors in a well-framed request (bad blob, wrong
+shape, batch too large, unknown or malformed task list) get an ERROR reply and the connection stays usable;
+framing errors (magic, version, type, oversized length), a bad token, a fingerprint mismatch, a frame cut
+short, a slow frame (``frame_timeout_s``) or an idle connection (``idle_timeout_s``) get an ERROR reply when
+possible and the connection is closed.
 
 Bounds that hold: at most ``max_clients`` connections (more get ERROR BUSY); a connection must finish
 its TLS handshake and HELLO within ``handshake_timeout_s`` of being accepted, and no INFER payload is
 read before the HELLO has passed; one frame in memory per connection, of at most
-``min(max_frame_bytes, the largest blob of max_batch samples)``; a blob is checked against the code spec
+``min(max_frame_bytes, the largest blob of max_batch samples)`` (plus a task list of at most
+``MAX_TASK_LIST_BYTES``); a blob is checked against the code spec
 before decompression, so its decoded size is bounded by ``max_batch`` samples of the model's code.
 
 The ZeroMQ variant lives in :mod:`.zmqpath` (re-exported here).
