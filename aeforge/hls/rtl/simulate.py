@@ -27,6 +27,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,19 @@ def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["MAKEFLAGS"] = "-- " + " ".join(MAKE_OVERRIDES)
+    env["MAKEFLAGS"] = "-- " + " ".join((*MAKE_OVERRIDES, *_objcache_override()))
     return env
+
+
+def _objcache_override() -> tuple[str, ...]:
+    """``OBJCACHE=<python> <objcache.py>``: Verilator's runtime objects are compiled once and reused
+    (:mod:`aeforge.hls.rtl.objcache`); nothing when the cache is off or a path has spaces."""
+    from aeforge.hls.rtl.objcache import cache_dir
+
+    script = Path(__file__).with_name("objcache.py")
+    if cache_dir() is None or any(c.isspace() for c in f"{sys.executable}{script}"):
+        return ()
+    return (rf"OBJCACHE={sys.executable}\ {script}",)
 
 
 def _lib_path(project: RtlProject) -> Path:
