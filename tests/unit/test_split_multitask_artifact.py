@@ -1,5 +1,5 @@
-"""split.json of multi-task exports: the tasks section is checked field by field; fast paths refuse an export
-without a classification tail by name."""
+"""split.json of multi-task exports: the tasks section is checked field by field; a single-tail model refuses
+an export without a classification tail by name."""
 
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ def test_bad_tasks_name_the_field(tmp_path: Path, change: dict, expected: str) -
         load_split_artifact(_write(tmp_path / "bad", {**META, **change}))
 
 
-def test_fast_paths_refuse_an_export_without_classification(tmp_path: Path) -> None:
+def test_single_tail_model_refuses_an_export_without_classification(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from aeforge.edge.split.serve import TailModel
 
     artifact = load_split_artifact(_write(tmp_path / "a", META))
-    with pytest.raises(ConfigError, match=r"tasks det, seg\) has no classification tail; .* --transport grpc"):
+    with pytest.raises(ConfigError, match=r"tasks det, seg\) has no classification tail, .* --tasks"):
         TailModel(artifact)

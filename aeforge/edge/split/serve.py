@@ -106,8 +106,8 @@ class TailModel:
         self.backend = backend
         if getattr(artifact, "tasks", ()) and getattr(artifact, "legacy_task", None) is None:
             raise ConfigError(f"transport: this multi-task export (tasks {', '.join(artifact.task_names)}) has no "
-                              "classification tail; the tcp and zmq fast paths carry logits only: serve it with "
-                              "--transport grpc")
+                              "classification tail, so it has no single-task logits: ask for its tasks by name "
+                              "(split run --tasks ...)")
         path = artifact.verify("tail")
         import onnxruntime as ort
 
