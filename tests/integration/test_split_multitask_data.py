@@ -11,7 +11,6 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -36,7 +35,7 @@ name: coco_multitask
 model: {family: split, backbone: resnet18, split_after: layer1, channels: 2, bits: 4, encoder_channels: 8}
 tasks:
   - {kind: classification}
-  - {kind: detection, head: DETECTOR}
+  - {kind: detection, head: DETECTOR, score_threshold: 0.0}  # every candidate reaches NMS (a 1-epoch tail)
   - {kind: segmentation, head: fcn}
 data: {source: coco, root: ROOT, val_split: val2017, image_size: 32, eval_batch_size: 32}
 train: {batch_size: 16, teacher_epochs: 1, head_epochs: 1, finetune_epochs: 1, progress: false, seed: 1,
@@ -104,10 +103,11 @@ def test_onnx_and_served_detections_equal_torch(exported: tuple, coco_root: Path
     found = compare_task_outputs("detection", ort_out, torch_out)
     assert found["max_rel"] <= 1e-4 and found["label_mismatches"] == 0, found
     served = MultiTaskTailModel(load_split_artifact(root)).infer_tasks(codes.numpy(), ["det"])["det"]
+    got = [served["boxes"], served["scores"], served["labels"]]
+    assert (served["labels"] >= 0).all()  # score_threshold 0: every slot holds a detection after NMS
     expected = postprocess_detections(*torch_out, task.score_threshold, task.nms_iou, task.detections)
-    np.testing.assert_allclose(served["boxes"], expected[0], atol=1e-3)
-    np.testing.assert_allclose(served["scores"], expected[1], atol=1e-5)
-    np.testing.assert_array_equal(served["labels"], expected[2])
+    found = compare_task_outputs("detection", got, list(expected))  # served (ORT + NumPy NMS) vs PyTorch + NMS
+    assert found["max_rel"] <= 1e-4 and found["label_mismatches"] == 0 and found["compared_boxes"] > 0, found
 
 
 def test_voc_tree_trains_detection_and_segmentation(tmp_path: Path) -> None:
