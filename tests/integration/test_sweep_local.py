@@ -40,6 +40,10 @@ quality: {max_events: 500}
 resources: {num_cpus: 1, max_retries: 1}
 """
 
+NO_RTL = TINY.replace("synth: auto", "synth: none, rtl: false")
+"""For the tests of scheduling (failures, lost workers, retries): trials cost by the tool-free estimate, no RTL
+generated or simulated (the RTL, Yosys and verification of a trial are the end-to-end test's)."""
+
 
 def write_sweep(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text), encoding="utf-8")
@@ -146,9 +150,8 @@ def test_resume_refuses_a_changed_space_and_existing_dirs(tiny_sweep: tuple[Path
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = TINY.replace("  quant.weight.bits: [5, 6]\n  quant.latent.bits: [3, 9]\n",
-                        f"  data.source: [synthetic, {tmp_path / 'missing.csv'}]\n")
-    text = text.replace("synth: auto", "synth: none")
+    text = NO_RTL.replace("  quant.weight.bits: [5, 6]\n  quant.latent.bits: [3, 9]\n",
+                          f"  data.source: [synthetic, {tmp_path / 'missing.csv'}]\n")
     spec = write_sweep(tmp_path / "fail.yaml", text)
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 0
@@ -163,6 +166,9 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path, capsys:
     assert card["kind"] == "sweep-trial" and card["metrics"]["sweep_trial"]["status"] == "failed"
     assert "file not found" in (run / "error.txt").read_text()
     assert summary["sources"]["lut"].startswith("ESTIMATE")
+    done = next(t for t in summary["trials"] if t["status"] == "done")
+    assert done["metrics"]["lut_source"] == "ESTIMATE (tool-free, no RTL generated)" and done["metrics"]["lut"] > 0
+    assert done["metrics"]["bit_exact"] is True and not (out / "trials" / f"{done['trial']:04d}" / "rtl").exists()
     assert summary["front"] == [t["trial"] for t in summary["trials"] if t["status"] == "done"]
     assert "Failed trials (1)" in (out / "report.html").read_text()
 
@@ -198,8 +204,7 @@ def run_with_one_kill(argv: list[str], out: Path) -> tuple[int, list[int]]:
 
 
 def test_local_lost_worker_is_retried(tmp_path: Path) -> None:
-    text = TINY.replace("  quant.latent.bits: [3, 9]\n", "").replace("[5, 6]", "[6]").replace("synth: auto",
-                                                                                               "synth: none")
+    text = NO_RTL.replace("  quant.latent.bits: [3, 9]\n", "").replace("[5, 6]", "[6]")
     spec = write_sweep(tmp_path / "one.yaml", text)
     out = tmp_path / "out"
     code, killed = run_with_one_kill(["sweep", str(spec), "--out", str(out), "--quiet"], out)
