@@ -14,6 +14,7 @@ EXIT_OK = 0
 
 
 def train_split(args: argparse.Namespace) -> int:
+    """``aeforge train`` of a split config, single- or multi-task (``model.tasks``), resumable, under torchrun."""
     from aeforge.artifact import RunWriter
     from aeforge.edge.split.config import load_split_config
     from aeforge.edge.split.distributed import (
@@ -23,13 +24,14 @@ def train_split(args: argparse.Namespace) -> int:
         main_first,
         resume_dir,
     )
+    from aeforge.edge.split.multitask import save_multitask_run, train_multitask
     from aeforge.edge.split.train import save_split_run, train_split_experiment
 
     config = load_split_config(args.config, overrides=parse_overrides(args.set))
     out = Path(args.out) if args.out else Path("runs") / config.name
     resume = getattr(args, "resume", False)
-    if config.model.tasks is not None:
-        return _train_multitask(args, config, out, resume)
+    multitask = config.model.tasks is not None
+    train, save = (train_multitask, save_multitask_run) if multitask else (train_split_experiment, save_split_run)
     checkpointer = Checkpointer(resume_dir(out), resume=resume)
     backend = getattr(args, "dist_backend", "auto")
     context_from_env(backend).local_batch(config.train.batch_size)  # before joining: a bad world fails fast
@@ -43,9 +45,9 @@ def train_split(args: argparse.Namespace) -> int:
             checkpointer.check()
 
         main_first(ctx, check_targets)
-        result = train_split_experiment(config, progress=False if args.quiet else None, dist=ctx,
-                                        checkpointer=checkpointer)
-        main_first(ctx, lambda: save_split_run(result, out, overwrite=args.force, command=sys.argv))
+        result = train(config, progress=False if args.quiet else None, dist=ctx,  # type: ignore[operator]
+                       checkpointer=checkpointer)
+        main_first(ctx, lambda: save(result, out, overwrite=args.force, command=sys.argv))  # type: ignore[operator]
         if not ctx.is_main:
             return EXIT_OK
         checkpointer.discard()  # the run is published: the resume checkpoints are no longer needed
@@ -53,30 +55,15 @@ def train_split(args: argparse.Namespace) -> int:
         print(f"trained on {ctx.world_size} processes ({ctx.backend}, global batch {config.train.batch_size})")
     metrics = result.metrics
     print(f"run: {out}")
+    if multitask:
+        for name, found in metrics["tasks"].items():
+            print(f"  {name} ({found['kind']}): {found['metric']} {found['student']:.4g} "
+                  f"(teacher {found['teacher']:.4g})")
+        print(f"  code {metrics['code_shape']} {metrics['code_type']}: {metrics['bytes_per_sample']:.0f} bytes per "
+              "sample for all tasks")
+        return EXIT_OK
     print(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
                     for key, value in metrics.items() if not isinstance(value, (dict, list))))
-    return EXIT_OK
-
-
-def _train_multitask(args: argparse.Namespace, config: object, out: Path, resume: bool) -> int:
-    """``aeforge train`` of a ``model.tasks`` config (one process; no --resume)."""
-    from aeforge.artifact import RunWriter
-    from aeforge.edge.split.distributed import context_from_env
-    from aeforge.edge.split.multitask import save_multitask_run, train_multitask
-    from aeforge.errors import ConfigError
-
-    if resume:
-        raise ConfigError("--resume: multi-task split training (model.tasks) does not checkpoint epochs; run it again")
-    if context_from_env(getattr(args, "dist_backend", "auto")).world_size > 1:
-        raise ConfigError("model.tasks: multi-task split training runs in one process, not under torchrun")
-    RunWriter(out, kind="split", overwrite=args.force).check_target()  # fail before training
-    result = train_multitask(config, progress=False if args.quiet else None)  # type: ignore[arg-type]
-    save_multitask_run(result, out, overwrite=args.force, command=sys.argv)
-    print(f"run: {out}")
-    for name, found in result.metrics["tasks"].items():
-        print(f"  {name} ({found['kind']}): {found['metric']} {found['student']:.4g} (teacher {found['teacher']:.4g})")
-    print(f"  code {result.metrics['code_shape']} {result.metrics['code_type']}: "
-          f"{result.metrics['bytes_per_sample']:.0f} bytes per sample for all tasks")
     return EXIT_OK
 
 

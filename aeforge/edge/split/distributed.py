@@ -30,7 +30,9 @@ across a rounding tie moves its code by one step, and from there the runs part b
 Equal threads per process (torchrun sets ``OMP_NUM_THREADS=1``; ``train.threads``) make that rare, not
 impossible.
 
-Rank 0 alone writes (the run directory and the resume checkpoints); the others never touch the disk.
+Single-task (:mod:`~aeforge.edge.split.train`) and multi-task (:mod:`~aeforge.edge.split.multitask`) training
+both run their stages through :class:`StageRun`. Rank 0 alone writes (the run directory and the resume
+checkpoints); the others never touch the disk.
 A checkpoint (``RUN.resume/latest.pt``) is written after every epoch of every stage, with the models,
 optimizer and schedule states and the history; rank 0 reads it and broadcasts it, so nodes need no
 shared file system.
@@ -321,23 +323,28 @@ def revert_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class _Method(nn.Module):
-    """``forward`` calls ``module.<method>`` (so DDP can wrap a method such as ``decoded_features``)."""
+    """``forward`` calls ``module.<method>`` (so DDP can wrap a method such as ``decoded_features``), or
+    ``method(module, ...)`` when ``method`` is a function."""
 
-    def __init__(self, module: nn.Module, method: str) -> None:
+    def __init__(self, module: nn.Module, method: str | Callable[..., Any]) -> None:
         super().__init__()
         self.module = module
         self.method = method
 
     def forward(self, *args: Any) -> Any:
+        if callable(self.method):
+            return self.method(self.module, *args)
         return getattr(self.module, self.method)(*args)
 
 
 @contextmanager
-def data_parallel(module: nn.Module, ctx: DistContext, method: str = "forward") -> Iterator[Callable[..., Any]]:
-    """``module.<method>`` for one stage: DDP-wrapped for several processes (gradients averaged over
-    ranks in backward), the bound method itself for one. Only parameters that require grad are synced."""
+def data_parallel(module: nn.Module, ctx: DistContext,
+                  method: str | Callable[..., Any] = "forward") -> Iterator[Callable[..., Any]]:
+    """``module.<method>`` (or ``method(module, ...)``) for one stage: DDP-wrapped for several processes
+    (gradients averaged over ranks in backward), the plain call for one. Only parameters that require
+    grad are synced."""
     if not ctx.distributed:
-        yield getattr(module, method)
+        yield (lambda *args: method(module, *args)) if callable(method) else getattr(module, method)
         return
     from torch.nn.parallel import DistributedDataParallel
 
@@ -395,17 +402,33 @@ def epoch_sampler(size: int, seed: int, epoch: int, ctx: DistContext) -> torch.u
     return sampler
 
 
-def train_batches(data: Any, batch_size: int, seed: int, epoch: int,
-                  ctx: DistContext) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's training batches of ``epoch`` (``batch_size`` is global), on ``ctx.device``."""
+def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor inside (dicts, lists, tuples) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(item, device) for item in value)
+    return value
+
+
+def train_batches(data: Any, batch_size: int, seed: int, epoch: int, ctx: DistContext,
+                  targets: Callable[[torch.Tensor], Any] | None = None) -> Iterator[tuple[torch.Tensor, Any]]:
+    """This rank's training batches of ``epoch`` (``batch_size`` is global), on ``ctx.device``: images
+    and labels, or images and ``targets(index)`` (tensor data; e.g. the boxes and masks of multi-task data)."""
     local = ctx.local_batch(batch_size)
     sampler = epoch_sampler(len(data.x_train), seed, epoch, ctx)
     if isinstance(data.x_train, torch.Tensor):
         order = torch.tensor(list(sampler), dtype=torch.int64)
         for start in range(0, len(order), local):
             index = order[start:start + local]
-            yield data.x_train[index].to(ctx.device), data.y_train[index].to(ctx.device)
+            found = data.y_train[index] if targets is None else targets(index)
+            yield data.x_train[index].to(ctx.device), to_device(found, ctx.device)
         return
+    if targets is not None:
+        raise ConfigError(f"data.source {getattr(data, 'source', None)!r}: per-sample targets need in-memory "
+                          "training images")
     items = SeededItems(data.x_train.subset(range(len(data.x_train))), seed, epoch)
     loader = torch.utils.data.DataLoader(items, batch_size=local, sampler=sampler, num_workers=data.workers,
                                          pin_memory=ctx.device.type == "cuda")
@@ -551,7 +574,10 @@ class Checkpointer:
 
 @dataclass
 class StageRun:
-    """What :func:`aeforge.edge.split.train._run_epochs` needs to run one stage on this world, resumably."""
+    """What :func:`aeforge.edge.split.train.run_epochs` needs to run one stage on this world, resumably.
+
+    ``stages`` orders the run's stages (a checkpoint of a later stage means this one is done);
+    ``targets(index)`` replaces the labels of a batch (multi-task data)."""
 
     stage: str
     ctx: DistContext = field(default_factory=DistContext)
@@ -559,14 +585,16 @@ class StageRun:
     modules: dict[str, nn.Module] = field(default_factory=dict)  # saved in every checkpoint
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # of all stages so far
     extra: dict[str, Any] = field(default_factory=dict)
+    stages: tuple[str, ...] = STAGES
+    targets: Callable[[torch.Tensor], Any] | None = None
 
     def restore(self, optimizer: Any, schedule: Any) -> tuple[int, list[dict[str, float]]]:
         """(epochs already done, their history) from the checkpoint; optimizer and schedule states loaded."""
         loaded = self.checkpointer.loaded if self.checkpointer is not None else None
         if loaded is None:
             return 0, []
-        done_stage = STAGES.index(loaded["stage"])
-        here = STAGES.index(self.stage)
+        done_stage = self.stages.index(loaded["stage"])
+        here = self.stages.index(self.stage)
         if done_stage < here:
             return 0, []
         history = list(loaded["history"].get(self.stage, []))
@@ -576,10 +604,9 @@ class StageRun:
         schedule.load_state_dict(loaded["schedule"])
         return int(loaded["epochs_done"]), history
 
-    def batches(self, data: Any, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor,
-                                                                                          torch.Tensor]]:
+    def batches(self, data: Any, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor, Any]]:
         seed_epoch(seed, epoch, self.ctx)
-        return train_batches(data, batch_size, seed, epoch, self.ctx)
+        return train_batches(data, batch_size, seed, epoch, self.ctx, self.targets)
 
     def end_epoch(self, epochs_done: int, optimizer: Any, schedule: Any, history: list[dict[str, float]]) -> None:
         if self.checkpointer is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,34 +146,20 @@ def _targets(data: SplitData, split: str, index: torch.Tensor) -> dict[str, Any]
 
 
 def _epochs(name: str, epochs: int, data: SplitData, batch_size: int, seed: int, show: bool,
-            params: list[nn.Parameter], lr: float, weight_decay: float, step: Any, after_epoch: Any
-            ) -> list[dict[str, float]]:
-    """Adam with a cosine schedule over ``epochs``; ``step(x, targets)`` returns the batch loss."""
-    from tqdm.auto import tqdm
+            params: list[nn.Parameter], lr: float, weight_decay: float, step: Any, after_epoch: Any,
+            run: Any = None) -> list[dict[str, float]]:
+    """Adam with a cosine schedule over ``epochs``; ``step(x, targets)`` returns the batch loss.
 
-    history: list[dict[str, float]] = []
+    The single-task loop (:func:`~.train.run_epochs`): ``run`` (a :class:`~.distributed.StageRun`) places it
+    in the torchrun world, samples each rank's share of the global batch and checkpoints every epoch."""
+    from aeforge.edge.split.distributed import StageRun
+    from aeforge.edge.split.train import run_epochs
+
     if epochs == 0 or not params:
-        return history
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    per_epoch = math.ceil(len(data.x_train) / batch_size)
-    with tqdm(total=epochs * per_epoch, desc=name, disable=not show, file=sys.stderr, leave=False) as bar:
-        for epoch in range(epochs):
-            generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-            order = torch.randperm(len(data.x_train), generator=generator)
-            total, count = 0.0, 0
-            for start in range(0, len(order), batch_size):
-                index = order[start:start + batch_size]
-                loss = step(data.x_train[index], _targets(data, "train", index))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(index)
-                count += len(index)
-                bar.update(1)
-            schedule.step()
-            history.append({"epoch": epoch + 1, "loss": total / max(1, count), **after_epoch(epoch)})
-    return history
+        return []
+    run = run if run is not None else StageRun(name)
+    run.targets = lambda index: _targets(data, "train", index)
+    return run_epochs(name, epochs, data, batch_size, seed, show, params, lr, weight_decay, step, after_epoch, run)
 
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float,
@@ -186,11 +171,26 @@ def _kd(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temp
 
 
 def train_multitask(config: SplitExperimentConfig, progress: bool | None = None, data: SplitData | None = None,
-                    teachers: dict[str, TaskNet] | None = None) -> MultiTaskResult:
-    """Stages 0, a and b of a ``model.tasks`` config (single process); deterministic given ``train.seed``.
+                    teachers: dict[str, TaskNet] | None = None, dist: Any = None,
+                    checkpointer: Any = None) -> MultiTaskResult:
+    """Stages 0, a and b of a ``model.tasks`` config; deterministic given ``train.seed``.
 
-    ``teachers`` (already trained, by task name) skip stage 0 for those tasks (copies are used).
+    ``teachers`` (already trained, by task name) skip stage 0 for those tasks (copies are used). ``dist`` and
+    ``checkpointer`` are those of :func:`~.train.train_split_experiment`: a place in a torchrun world (DDP,
+    global batch, synchronised BatchNorm; only rank 0 computes ``metrics``) and per-epoch checkpoints to
+    resume from (the stages are ``teacher_<task>`` in task order, ``head_distillation``, ``finetune``).
     """
+    from aeforge.edge.split.distributed import (
+        DistContext,
+        StageRun,
+        check_same_everywhere,
+        config_fingerprint,
+        convert_batchnorm,
+        data_parallel,
+        resumed_state,
+        revert_batchnorm,
+    )
+
     train, mcfg = config.train, config.model
     tasks = list(mcfg.tasks or [])
     if not tasks:
@@ -203,36 +203,61 @@ def train_multitask(config: SplitExperimentConfig, progress: bool | None = None,
     data = data if data is not None else load_split_data(config.data)
     classes = {task.name: task_classes(task, data) for task in tasks}
     shape = data.image_shape
+    ctx = dist or DistContext()
+    ctx.local_batch(train.batch_size)  # the global batch must split evenly
+    check_same_everywhere(ctx, {"config": config_fingerprint(config), "train_samples": len(data.x_train),
+                                "test_samples": len(data.x_test), "classes": classes})
+    resumed = checkpointer.start(ctx, config_fingerprint(config)) if checkpointer is not None else None
+    show = show and ctx.is_main
     history: dict[str, list[dict[str, float]]] = {}
+    if resumed is not None:
+        history.update({key: list(value) for key, value in resumed["history"].items()})
+    stages = (*(f"teacher_{task.name}" for task in tasks), "head_distillation", "finetune")
     torch.manual_seed(train.seed)
     given = teachers or {}
     teachers = build_teachers(config, classes, data.num_classes, shape)
+    saved: dict[str, nn.Module] = {f"teacher_{name}": teacher for name, teacher in teachers.items()}
+
+    def stage_run(stage: str) -> StageRun:
+        return StageRun(stage, ctx, checkpointer, saved, history, stages=stages)
 
     # stage 0: the unsplit teachers, each on its own task
     for number, task in enumerate(tasks):
         if task.name in given:
             teachers[task.name].load_state_dict(given[task.name].state_dict())
-        teacher = teachers[task.name].train()
+        elif resumed_state(checkpointer, f"teacher_{task.name}") is not None:
+            teachers[task.name].load_state_dict(resumed_state(checkpointer, f"teacher_{task.name}"))
+        teacher = teachers[task.name].to(ctx.device).train()
         if task.name in given:
             teacher.eval().requires_grad_(False)
             continue
+        convert_batchnorm(teacher, ctx)
+        with data_parallel(teacher, ctx) as teacher_net:
 
-        def teacher_step(x: torch.Tensor, targets: dict[str, Any], task: TaskConfig = task,
-                         teacher: TaskNet = teacher) -> torch.Tensor:
-            return task_loss(task, teacher.back, teacher(x), targets)
+            def teacher_step(x: torch.Tensor, targets: dict[str, Any], task: TaskConfig = task,
+                             teacher: TaskNet = teacher, teacher_net: Any = teacher_net) -> torch.Tensor:
+                return task_loss(task, teacher.back, teacher_net(x), targets)
 
-        history[f"teacher_{task.name}"] = _epochs(
-            f"stage 0: teacher {task.name}", train.teacher_epochs, data, train.batch_size, train.seed + 10 + number,
-            show, list(teacher.parameters()), train.teacher_learning_rate, train.weight_decay, teacher_step,
-            lambda _: {})
-        teacher.eval()
+            history[f"teacher_{task.name}"] = _epochs(
+                f"stage 0: teacher {task.name}", train.teacher_epochs, data, train.batch_size,
+                train.seed + 10 + number, show, list(teacher.parameters()), train.teacher_learning_rate,
+                train.weight_decay, teacher_step, lambda _: {}, stage_run(f"teacher_{task.name}"))
+        revert_batchnorm(teacher).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
 
     # the student: the first teacher's front as the quantized head, a decoder and back copy per task
     torch.manual_seed(train.seed + 1)
     calibration = data.calibration_images(_CALIBRATION_IMAGES)
-    student = build_multitask_student(config, teachers, classes, data.num_classes, shape, calibration)
+    on_cpu = {name: teacher.cpu() for name, teacher in teachers.items()}  # the student is built on the CPU
+    student = build_multitask_student(config, on_cpu, classes, data.num_classes, shape, calibration)
+    if resumed_state(checkpointer, "student") is not None:
+        student.load_state_dict(resumed_state(checkpointer, "student"))
+    for teacher in teachers.values():
+        teacher.to(ctx.device)
+    convert_batchnorm(student.to(ctx.device), ctx)
+    saved["student"] = student
+    calibration_here = calibration.to(ctx.device)
     weights = {task.name: task.loss_weight for task in tasks}
 
     # stage a: head distillation from every task's teacher into the one code
@@ -245,47 +270,58 @@ def train_multitask(config: SplitExperimentConfig, progress: bool | None = None,
         parameter.requires_grad_(True)
     student.train()
 
-    def head_step(x: torch.Tensor, _: dict[str, Any]) -> torch.Tensor:
-        code = student.head(x)
-        losses = []
-        for task in tasks:
-            with torch.no_grad():
-                target = teachers[task.name].front(x)
-            losses.append(weights[task.name] * F.mse_loss(student.tails[task.name].decoder(code), target))
-        return sum(losses)  # type: ignore[return-value]
+    def decoded(model: MultiTaskSplitModel, x: torch.Tensor) -> list[torch.Tensor]:
+        code = model.head(x)
+        return [model.tails[task.name].decoder(code) for task in tasks]
 
     def recalibrate(_: int) -> dict[str, float]:
-        calibrate(student.head, calibration, groups=("encoder",))
+        calibrate(student.head, calibration_here, groups=("encoder",))
         return {}
 
-    history["head_distillation"] = _epochs(
-        "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show, trainable,
-        train.head_learning_rate, train.weight_decay, head_step, recalibrate)
+    with data_parallel(student, ctx, decoded) as decoded_features:
+
+        def head_step(x: torch.Tensor, _: dict[str, Any]) -> torch.Tensor:
+            losses = []
+            for task, features in zip(tasks, decoded_features(x), strict=True):
+                with torch.no_grad():
+                    target = teachers[task.name].front(x)
+                losses.append(weights[task.name] * F.mse_loss(features, target))
+            return sum(losses)  # type: ignore[return-value]
+
+        history["head_distillation"] = _epochs(
+            "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show,
+            trainable, train.head_learning_rate, train.weight_decay, head_step, recalibrate,
+            stage_run("head_distillation"))
 
     # stage b: joint fine-tuning with per-task loss weights
     for parameter in student.parameters():
         parameter.requires_grad_(True)
     student.train()
 
-    def joint_step(x: torch.Tensor, targets: dict[str, Any]) -> torch.Tensor:
-        outputs = student(x)
-        losses = []
-        for task in tasks:
-            out = outputs[task.name]
-            if task.kind == "classification":
-                with torch.no_grad():
-                    teacher_logits = teachers[task.name](x)
-                loss = _kd(out, teacher_logits, targets["labels"], train.temperature, train.alpha)
-            else:
-                loss = task_loss(task, student.tails[task.name].back, out, targets)
-            losses.append(weights[task.name] * loss)
-        return sum(losses)  # type: ignore[return-value]
+    with data_parallel(student, ctx) as student_net:
 
-    history["finetune"] = _epochs(
-        "stage b: joint fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
-        list(student.parameters()), train.finetune_learning_rate, train.weight_decay, joint_step, lambda _: {})
-    student.eval()
-    metrics = multitask_metrics(student, data)
+        def joint_step(x: torch.Tensor, targets: dict[str, Any]) -> torch.Tensor:
+            outputs = student_net(x)
+            losses = []
+            for task in tasks:
+                out = outputs[task.name]
+                if task.kind == "classification":
+                    with torch.no_grad():
+                        teacher_logits = teachers[task.name](x)
+                    loss = _kd(out, teacher_logits, targets["labels"], train.temperature, train.alpha)
+                else:
+                    loss = task_loss(task, student.tails[task.name].back, out, targets)
+                losses.append(weights[task.name] * loss)
+            return sum(losses)  # type: ignore[return-value]
+
+        history["finetune"] = _epochs(
+            "stage b: joint fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
+            list(student.parameters()), train.finetune_learning_rate, train.weight_decay, joint_step, lambda _: {},
+            stage_run("finetune"))
+    revert_batchnorm(student).cpu().eval()
+    for teacher in teachers.values():
+        teacher.cpu()
+    metrics = multitask_metrics(student, data) if ctx.is_main else {}
     return MultiTaskResult(config, student, history, metrics, classes)
 
 

@@ -115,13 +115,14 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-def _run_epochs(
+def run_epochs(
     name: str, epochs: int, data: SplitData, batch_size: int, seed: int, progress: bool,
     params: list[nn.Parameter], lr: float, weight_decay: float,
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    step: Callable[[torch.Tensor, Any], torch.Tensor],
     after_epoch: Callable[[int], dict[str, float]], run: StageRun | None = None,
 ) -> list[dict[str, float]]:
-    """A generic Adam loop; ``step`` returns the batch loss, ``after_epoch`` extra per-epoch metrics.
+    """A generic Adam loop; ``step(x, labels or targets)`` returns the batch loss, ``after_epoch`` extra
+    per-epoch metrics.
 
     ``run`` places it in the world (``batch_size`` is global; :mod:`aeforge.edge.split.distributed`
     samples each rank's share) and checkpoints every epoch; resumed, it continues after the last one.
@@ -142,8 +143,8 @@ def _run_epochs(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(y)
-                count += len(y)
+                total += float(loss.detach()) * len(x)
+                count += len(x)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.4g}")
             total, count = all_sum(run.ctx, [total, count])  # the epoch's loss over every rank's samples
@@ -216,7 +217,7 @@ def train_split_experiment(
                 def teacher_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                     return F.cross_entropy(teacher_net(x), y)
 
-                history["teacher"] = _run_epochs(
+                history["teacher"] = run_epochs(
                     "stage 0: teacher", train.teacher_epochs, data, train.batch_size, train.seed, show,
                     list(teacher.parameters()), train.teacher_learning_rate, train.weight_decay, teacher_step,
                     lambda _: {"test_accuracy": evaluate(teacher)},
@@ -268,7 +269,7 @@ def train_split_experiment(
                 return F.mse_loss(features, student.teacher_features(x)) + mcfg.beta * rate_bits
             return F.mse_loss(decoded_features(x), student.teacher_features(x))
 
-        history["head_distillation"] = _run_epochs(
+        history["head_distillation"] = run_epochs(
             "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show,
             student.optimizer_groups(trainable, train.head_learning_rate) if entropic else trainable,
             train.head_learning_rate, train.weight_decay, head_step, head_epoch_end,
@@ -294,7 +295,7 @@ def train_split_experiment(
                 return loss + mcfg.beta * rate_bits
             return kd_loss(student_net(x), student.teacher_logits(x), y, train.temperature, train.alpha)
 
-        history["finetune"] = _run_epochs(
+        history["finetune"] = run_epochs(
             "stage b: fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
             student.optimizer_groups(student.parameters(), train.finetune_learning_rate) if entropic
             else list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
