@@ -23,7 +23,7 @@ import pytest
 
 from aeforge.cli import main
 from tests.conftest import ci_skip
-from tests.integration.test_sweep_local import TINY, journal, run_with_one_kill, write_sweep
+from tests.integration.test_sweep_local import NO_RTL, TINY, journal, run_with_one_kill, write_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,7 +106,7 @@ def test_sweep_on_a_ray_cluster(ray_cluster: str, tmp_path: Path) -> None:
 
 
 def test_killed_ray_worker_is_retried(ray_cluster: str, tmp_path: Path) -> None:
-    text = FAST.replace("  quant.latent.bits: [3, 9]\n", "").replace("[5, 6]", "[6]")
+    text = NO_RTL.replace("  quant.latent.bits: [3, 9]\n", "").replace("[5, 6]", "[6]")
     spec = write_sweep(tmp_path / "one.yaml", text)
     out = tmp_path / "out"
     code, killed = run_with_one_kill(["sweep", str(spec), "--out", str(out), "--ray", ray_cluster, "--quiet"], out)
