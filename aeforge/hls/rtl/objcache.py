@@ -37,7 +37,10 @@ def cache_dir() -> Path | None:
         return None
     if given:
         return Path(given)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    except RuntimeError:  # no home directory: no cache
+        return None
     return Path(base) / "aeforge" / "verilator-runtime"
 
 
