@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.0003, 0.001, 0.003, 0.01, 0.03])
-    parser.add_argument("--entropic-channels", type=int, default=2)
+    parser.add_argument("--entropic-channels", type=int, default=1)
     parser.add_argument("--entropic-bits", type=int, default=8, help="symbol range of the entropic code (bits)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="learned curves to (re)train; the others are kept from the existing JSON in --out")
