@@ -214,6 +214,33 @@ def test_zmq_curve(artifact: Path, tmp_path: Path) -> None:
         CurveServerKeys(str(server_public)).keys()
 
 
+def test_zmq_refused_client_times_out_on_send_too(artifact: Path, tmp_path: Path) -> None:
+    """A client the CURVE allow-list refuses gets TIMEOUT on every request, never a blocked send: once the
+    server drops the handshake the client has no peer pipe, and a DEALER send then waits for one."""
+    pytest.importorskip("zmq")
+    from aeforge.edge.split.fastpath import TransportError
+    from aeforge.edge.split.security import CurveClientKeys, CurveServerKeys, write_curve_keypair
+    from aeforge.edge.split.zmqpath import ZmqFastPathClient, ZmqFastPathServer
+
+    blob, _ = _blob_and_expected(artifact)
+    server_public, server_secret = write_curve_keypair(tmp_path / "server", "server")
+    write_curve_keypair(tmp_path / "clients", "device")
+    _, stranger_secret = write_curve_keypair(tmp_path / "strangers", "stranger")
+    curve = CurveServerKeys(str(server_secret), clients_dir=str(tmp_path / "clients"))
+    timeout_s = 0.3
+    with ZmqFastPathServer(artifact, token=TOKEN, curve=curve) as server, ZmqFastPathClient(
+            "127.0.0.1", server.port, TOKEN, timeout_s=timeout_s,
+            curve=CurveClientKeys(str(server_public), str(stranger_secret))) as client:
+        for _ in range(20):
+            started = time.monotonic()
+            with pytest.raises(TransportError) as info:
+                client.infer(blob)
+            assert info.value.status == "TIMEOUT"
+            assert time.monotonic() - started < timeout_s + 5.0
+            time.sleep(0.05)  # let the refused handshake drop the pipe before the next send
+        assert server.stats["requests"] == 0
+
+
 # ------------------------------------------------------------------------------------ tokens, handshake, identity
 def test_handshake_timeout_frees_slots_and_no_payload_before_login(artifact: Path, pki: dict[str, str]) -> None:
     from aeforge.edge.split.fastpath import ERRORS, HEADER, INFER, FastPathClient, FastPathServer, TransportError

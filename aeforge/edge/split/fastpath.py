@@ -27,11 +27,9 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-
-import numpy as np
 
 from aeforge.edge.split.codec import load_split_artifact
 from aeforge.edge.split.multitask_serve import MultiTaskTailModel, fast_path_model
@@ -52,6 +50,7 @@ from aeforge.edge.split.protocol import (  # noqa: F401  (re-exported: the publi
     RESULT_TASKS,
     VERSION,
     Close,
+    FastPathRequests,
     RequestHandler,
     TransportError,
     check_reply_header,
@@ -65,9 +64,8 @@ from aeforge.edge.split.protocol import (  # noqa: F401  (re-exported: the publi
 )
 from aeforge.edge.split.security import ClientTLS, ServerTLS, bare_host, check_bind, check_connect, host_port
 from aeforge.edge.split.serve import DEFAULT_MAX_BATCH, TailModel, _positive
-from aeforge.edge.split.task_wire import pack_task_request
 from aeforge.edge.split.zmqpath import ZmqFastPathClient, ZmqFastPathServer  # noqa: F401
-from aeforge.errors import ConfigError, DataError
+from aeforge.errors import ConfigError
 
 _Answer = TypeVar("_Answer")
 
@@ -397,7 +395,7 @@ def _shutdown(conn: socket.socket) -> None:
 
 
 # ------------------------------------------------------------------------------------ TCP client
-class FastPathClient:
+class FastPathClient(FastPathRequests):
     """A blocking client of :class:`FastPathServer`; one connection, requests in order (a context manager).
 
     ``tls``: connect over TLS and verify the server's certificate. ``fingerprint``: the export this
@@ -462,19 +460,6 @@ class FastPathClient:
             self.close()
             raise
         return self
-
-    def infer(self, code_blob: bytes) -> np.ndarray:
-        """Logits float32 ``(N, classes)`` of one codec blob; TransportError with the server's reason."""
-        return self._request(INFER, code_blob, parse_reply)
-
-    def infer_tasks(self, code_blob: bytes, tasks: Sequence[str]) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
-        """(N, ``{task: {output: array}}`` as on the wire, :mod:`.task_wire`) of one codec blob and the named
-        tasks of a multi-task export; TransportError with the server's reason (unknown tasks by name)."""
-        try:
-            payload = pack_task_request(tasks, code_blob)
-        except DataError as exc:
-            raise TransportError("BAD_REQUEST", str(exc)) from None
-        return self._request(INFER_TASKS, payload, parse_task_reply)
 
     def _request(self, frame_type: int, payload: bytes, parse: Callable[[bytes, bytes, int], _Answer]) -> _Answer:
         self.connect()

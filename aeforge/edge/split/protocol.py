@@ -33,7 +33,8 @@ from __future__ import annotations
 import hmac
 import logging
 import struct
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,12 +43,14 @@ from aeforge.edge.split.security import MAX_TOKEN_BYTES
 from aeforge.edge.split.task_wire import (
     MAX_TASK_LIST_BYTES,
     pack_task_outputs,
+    pack_task_request,
     parse_task_request,
     unpack_task_outputs,
 )
 from aeforge.errors import AeforgeError, DataError
 
 LOG = logging.getLogger(__name__)
+_Answer = TypeVar("_Answer")
 MAGIC = b"AEFP"
 VERSION = 2
 HEADER = struct.Struct("<4sBBHQI")
@@ -264,3 +267,23 @@ class RequestHandler:
             LOG.exception("fast path multi-task reply could not be encoded")
             return error_frame("INTERNAL", request_id, "the task outputs could not be encoded (see the server log)")
         return pack_frame(RESULT_TASKS, request_id, body)
+
+
+class FastPathRequests:
+    """The requests of a fast-path client (TCP or ZeroMQ) over its transport's ``_request``."""
+
+    def _request(self, frame_type: int, payload: bytes, parse: Callable[[bytes, bytes, int], _Answer]) -> _Answer:
+        raise NotImplementedError
+
+    def infer(self, code_blob: bytes) -> np.ndarray:
+        """Logits float32 ``(N, classes)`` of one codec blob; TransportError with the server's reason."""
+        return self._request(INFER, code_blob, parse_reply)
+
+    def infer_tasks(self, code_blob: bytes, tasks: Sequence[str]) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+        """(N, ``{task: {output: array}}`` as on the wire, :mod:`.task_wire`) of one codec blob and the named
+        tasks of a multi-task export; TransportError with the server's reason (unknown tasks by name)."""
+        try:
+            payload = pack_task_request(tasks, code_blob)
+        except DataError as exc:
+            raise TransportError("BAD_REQUEST", str(exc)) from None
+        return self._request(INFER_TASKS, payload, parse_task_reply)

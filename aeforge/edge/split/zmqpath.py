@@ -25,11 +25,9 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import Any, NoReturn, TypeVar
 
 from aeforge.edge.split.codec import load_split_artifact
 from aeforge.edge.split.multitask_serve import MultiTaskTailModel, fast_path_model
@@ -42,6 +40,7 @@ from aeforge.edge.split.protocol import (
     INFER_TASKS,
     MAX_HELLO_BYTES,
     Close,
+    FastPathRequests,
     RequestHandler,
     TransportError,
     check_reply_header,
@@ -49,8 +48,6 @@ from aeforge.edge.split.protocol import (
     error_frame,
     hello_payload,
     pack_frame,
-    parse_reply,
-    parse_task_reply,
 )
 from aeforge.edge.split.security import (
     CurveClientKeys,
@@ -61,8 +58,8 @@ from aeforge.edge.split.security import (
     host_port,
 )
 from aeforge.edge.split.serve import DEFAULT_MAX_BATCH, TailModel, _positive
-from aeforge.edge.split.task_wire import MAX_TASK_LIST_BYTES, pack_task_request
-from aeforge.errors import AeforgeError, ConfigError, DataError, ToolUnavailableError
+from aeforge.edge.split.task_wire import MAX_TASK_LIST_BYTES
+from aeforge.errors import AeforgeError, ConfigError, ToolUnavailableError
 
 RCVHWM = 4
 _Answer = TypeVar("_Answer")
@@ -280,7 +277,7 @@ class ZmqFastPathServer:
 
 
 # ------------------------------------------------------------------------------------ client
-class ZmqFastPathClient:
+class ZmqFastPathClient(FastPathRequests):
     """A DEALER client of :class:`ZmqFastPathServer` (one request in flight; a context manager).
 
     Replies are matched by request id (a late reply to an earlier, timed-out request is discarded);
@@ -310,6 +307,8 @@ class ZmqFastPathClient:
         zmq = self._zmq
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # a send blocks while no peer pipe is up (a CURVE handshake the server refused drops it): bound it too
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
         if ":" in self.host:
             sock.setsockopt(zmq.IPV6, 1)
         if self._curve_keys is not None:
@@ -325,31 +324,18 @@ class ZmqFastPathClient:
         self.close()
         self._open()
 
-    def infer(self, code_blob: bytes) -> np.ndarray:
-        """Logits float32 ``(N, classes)`` of one codec blob; TransportError with the server's reason."""
-        return self._request(INFER, code_blob, parse_reply)
-
-    def infer_tasks(self, code_blob: bytes, tasks: Sequence[str]) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
-        """(N, ``{task: {output: array}}`` as on the wire, :mod:`.task_wire`) of one codec blob and the named
-        tasks of a multi-task export; TransportError with the server's reason (unknown tasks by name)."""
-        try:
-            payload = pack_task_request(tasks, code_blob)
-        except DataError as exc:
-            raise TransportError("BAD_REQUEST", str(exc)) from None
-        return self._request(INFER_TASKS, payload, parse_task_reply)
-
     def _request(self, frame_type: int, payload: bytes, parse: Callable[[bytes, bytes, int], _Answer]) -> _Answer:
         zmq = self._zmq
         request_id = next(self._ids)
-        self._sock.send_multipart([self._hello, pack_frame(frame_type, request_id, payload)])
         deadline = time.monotonic() + self.timeout_s
+        try:
+            self._sock.send_multipart([self._hello, pack_frame(frame_type, request_id, payload)])
+        except zmq.Again:
+            self._timed_out("could not send to")
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not self._sock.poll(left_ms, zmq.POLLIN):
-                self.reset()
-                hint = " (CURVE: is --curve-server-key the server's public key?)" if self._curve_keys else ""
-                raise TransportError("TIMEOUT", f"no reply from {_endpoint(self.host, self.port)} within "
-                                                f"timeout_s={self.timeout_s:g}{hint}")
+                self._timed_out("no reply from")
             reply = self._sock.recv()
             try:
                 if len(reply) < HEADER_BYTES:
@@ -369,6 +355,12 @@ class ZmqFastPathClient:
                 if exc.status == "BAD_REPLY":
                     self.reset()
                 raise
+
+    def _timed_out(self, what: str) -> NoReturn:
+        self.reset()
+        hint = " (CURVE: is --curve-server-key the server's public key?)" if self._curve_keys else ""
+        raise TransportError("TIMEOUT", f"{what} {_endpoint(self.host, self.port)} within "
+                                        f"timeout_s={self.timeout_s:g}{hint}")
 
     def close(self) -> None:
         """Close the socket."""
