@@ -24,7 +24,7 @@ power-of-two range minimising the quantization MSE on a batch. Types persist in 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -124,6 +124,10 @@ class SplitModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.head(x))
+
+    def optimizer_groups(self, params: Iterable[nn.Parameter], lr: float) -> list[dict[str, Any]]:
+        """``params`` as optimizer groups, all at ``lr`` (a bottleneck with its own rates overrides this)."""
+        return [{"params": list(params), "lr": lr}]
 
     def decoded_features(self, x: torch.Tensor) -> torch.Tensor:
         """The student's reconstruction of the split features (decoder output)."""

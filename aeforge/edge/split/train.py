@@ -117,7 +117,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def run_epochs(
     name: str, epochs: int, data: SplitData, batch_size: int, seed: int, progress: bool,
-    params: list[nn.Parameter], lr: float, weight_decay: float,
+    params: list[nn.Parameter] | list[dict[str, Any]], lr: float, weight_decay: float,
     step: Callable[[torch.Tensor, Any], torch.Tensor],
     after_epoch: Callable[[int], dict[str, float]], run: StageRun | None = None,
 ) -> list[dict[str, float]]:
@@ -271,7 +271,7 @@ def train_split_experiment(
 
         history["head_distillation"] = run_epochs(
             "stage a: head distillation", train.head_epochs, data, train.batch_size, train.seed + 2, show,
-            student.optimizer_groups(trainable, train.head_learning_rate) if entropic else trainable,
+            student.optimizer_groups(trainable, train.head_learning_rate),
             train.head_learning_rate, train.weight_decay, head_step, head_epoch_end,
             StageRun("head_distillation", ctx, checkpointer, saved, history),
         )
@@ -297,8 +297,8 @@ def train_split_experiment(
 
         history["finetune"] = run_epochs(
             "stage b: fine-tuning", train.finetune_epochs, data, train.batch_size, train.seed + 3, show,
-            student.optimizer_groups(student.parameters(), train.finetune_learning_rate) if entropic
-            else list(student.parameters()), train.finetune_learning_rate, train.weight_decay, finetune_step,
+            student.optimizer_groups(student.parameters(), train.finetune_learning_rate),
+            train.finetune_learning_rate, train.weight_decay, finetune_step,
             lambda _: {"test_accuracy": evaluate(student)},
             StageRun("finetune", ctx, checkpointer, saved, history, checkpoints),
         )
